@@ -1,0 +1,142 @@
+// Package config turns flags and KEYWARD_* environment variables into one
+// Config. Precedence: flag, then environment variable, then default. The
+// defaults are the zero-setup mode: embedded SQLite, in-process cache only.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/keyward/keyward/internal/keymat"
+)
+
+// Config is everything `keyward serve` needs.
+type Config struct {
+	GRPCAddr     string
+	HTTPAddr     string
+	PostgresDSN  string `json:"-"`
+	DataDir      string
+	RedisAddr    string
+	Environments []string
+	LogLevel     slog.Level
+	LogFormat    string
+	// AdminKey comes only from KEYWARD_ADMIN_KEY, never a flag: flags show in ps.
+	AdminKey string `json:"-"`
+}
+
+// Parse reads args (without the subcommand) and the environment through getenv.
+func Parse(name string, args []string, getenv func(string) string) (*Config, error) {
+	env := func(key, def string) string {
+		if v := getenv(key); v != "" {
+			return v
+		}
+		return def
+	}
+	c := &Config{AdminKey: getenv("KEYWARD_ADMIN_KEY")}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", env("KEYWARD_GRPC_ADDR", "127.0.0.1:9090"), "gRPC listen address (KEYWARD_GRPC_ADDR)")
+	fs.StringVar(&c.HTTPAddr, "http-addr", env("KEYWARD_HTTP_ADDR", "127.0.0.1:8080"), "HTTP listen address for REST, console and probes (KEYWARD_HTTP_ADDR)")
+	fs.StringVar(&c.PostgresDSN, "postgres-dsn", env("KEYWARD_POSTGRES_DSN", ""), "Postgres DSN; empty uses an embedded SQLite file in the data dir (KEYWARD_POSTGRES_DSN)")
+	fs.StringVar(&c.DataDir, "data-dir", env("KEYWARD_DATA_DIR", "./keyward-data"), "directory for the SQLite file and admin.key (KEYWARD_DATA_DIR)")
+	fs.StringVar(&c.RedisAddr, "redis-addr", env("KEYWARD_REDIS_ADDR", ""), "Redis address; comma-separated for a cluster; empty keeps the cache in process (KEYWARD_REDIS_ADDR)")
+	envs := fs.String("environments", env("KEYWARD_ENVIRONMENTS", "live,test"), "comma-separated environments keys may belong to (KEYWARD_ENVIRONMENTS)")
+	level := fs.String("log-level", env("KEYWARD_LOG_LEVEL", "info"), "debug, info, warn or error (KEYWARD_LOG_LEVEL)")
+	fs.StringVar(&c.LogFormat, "log-format", env("KEYWARD_LOG_FORMAT", "text"), "text or json (KEYWARD_LOG_FORMAT)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(*level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	for _, e := range strings.Split(*envs, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			c.Environments = append(c.Environments, e)
+		}
+	}
+	return c, c.validate()
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	for flagName, addr := range map[string]string{"--grpc-addr": c.GRPCAddr, "--http-addr": c.HTTPAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: want host:port", flagName, addr))
+		}
+	}
+	if len(c.Environments) == 0 {
+		errs = append(errs, errors.New("--environments: at least one environment is needed"))
+	}
+	for _, e := range c.Environments {
+		if !keymat.ValidEnvironment(e) {
+			errs = append(errs, fmt.Errorf("--environments: %q: want 1-16 lowercase letters or digits, starting with a letter", e))
+		}
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.LogFormat))
+	}
+	if c.PostgresDSN != "" {
+		if _, err := url.Parse(c.PostgresDSN); err != nil && strings.Contains(c.PostgresDSN, "://") {
+			errs = append(errs, errors.New("--postgres-dsn: not a valid URL"))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// AdminKeyFile is where a generated admin key is written.
+func (c *Config) AdminKeyFile() string { return filepath.Join(c.DataDir, "admin.key") }
+
+// SQLitePath is the embedded store's file.
+func (c *Config) SQLitePath() string { return filepath.Join(c.DataDir, "keyward.db") }
+
+// LogValue keeps secrets out of logs: the DSN's password is redacted and the
+// admin key is never included.
+func (c *Config) LogValue() slog.Value {
+	store := "sqlite:" + c.SQLitePath()
+	if c.PostgresDSN != "" {
+		store = "postgres:" + redactDSN(c.PostgresDSN)
+	}
+	cache := "in-process"
+	if c.RedisAddr != "" {
+		cache = "redis:" + c.RedisAddr
+	}
+	return slog.GroupValue(
+		slog.String("grpc", c.GRPCAddr), slog.String("http", c.HTTPAddr),
+		slog.String("store", store), slog.String("cache", cache),
+		slog.Any("environments", c.Environments),
+	)
+}
+
+func redactDSN(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || u.Scheme == "" {
+		return "(key=value DSN, not shown)"
+	}
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), "REDACTED")
+	}
+	q := u.Query()
+	if q.Has("password") {
+		q.Set("password", "REDACTED")
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+// Logger builds the process logger.
+func (c *Config) Logger() *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.LogLevel}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}

@@ -1,0 +1,81 @@
+package keys
+
+import (
+	"strconv"
+	"time"
+)
+
+// State is whether a key may be used.
+type State int
+
+const (
+	StateActive State = iota + 1
+	StateDisabled
+)
+
+func (s State) String() string {
+	switch s {
+	case StateActive:
+		return "active"
+	case StateDisabled:
+		return "disabled"
+	}
+	return "unknown"
+}
+
+// Key is one API key as stored. The secret itself is never held here: only
+// its SHA-256 (Hash) and the visible parts used for display and search.
+type Key struct {
+	ID          string
+	Name        string
+	Description string
+	Environment string
+	State       State
+	Hash        []byte // SHA-256 of the full secret; unique
+	Start       string // the first characters of the secret, for display and prefix search
+	Last4       string // the last four characters of the secret, for display
+	Scopes      []string
+	Metadata    map[string]string
+	CreateTime  time.Time
+	UpdateTime  time.Time
+	ExpireTime  time.Time // zero: never expires
+	LastUsed    time.Time // zero: never used
+	// Version increases by one with every write of the row, in the same
+	// transaction; caches use it so an older snapshot never replaces a newer one.
+	Version int64
+}
+
+// Etag is the opaque concurrency token clients echo back (AIP-154).
+func (k *Key) Etag() string { return strconv.FormatInt(k.Version, 10) }
+
+// Masked is the display form of the secret: its visible start, an ellipsis, its last four.
+func (k *Key) Masked() string { return k.Start + "…" + k.Last4 }
+
+// Expired reports whether the key has an expiry at or before now.
+func (k *Key) Expired(now time.Time) bool {
+	return !k.ExpireTime.IsZero() && !now.Before(k.ExpireTime)
+}
+
+// HasScope reports whether the key carries scope s exactly.
+func (k *Key) HasScope(s string) bool {
+	for _, have := range k.Scopes {
+		if have == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Clone returns a deep copy, so cached keys can be handed out without sharing slices or maps.
+func (k *Key) Clone() *Key {
+	c := *k
+	c.Hash = append([]byte(nil), k.Hash...)
+	c.Scopes = append([]string(nil), k.Scopes...)
+	if k.Metadata != nil {
+		c.Metadata = make(map[string]string, len(k.Metadata))
+		for n, v := range k.Metadata {
+			c.Metadata[n] = v
+		}
+	}
+	return &c
+}

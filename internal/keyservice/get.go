@@ -1,0 +1,20 @@
+package keyservice
+
+import (
+	"context"
+	"fmt"
+
+	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
+)
+
+// GetKey returns one key, never its secret.
+func (s *Service) GetKey(ctx context.Context, req *keywardv1.GetKeyRequest) (*keywardv1.GetKeyResponse, error) {
+	if err := checkID(req.GetKeyId()); err != nil {
+		return nil, err
+	}
+	k, err := s.store.Get(ctx, req.GetKeyId())
+	if err != nil {
+		return nil, fmt.Errorf("get key %s: %w", req.GetKeyId(), err)
+	}
+	return &keywardv1.GetKeyResponse{Key: toProto(k)}, nil
+}

@@ -1,0 +1,55 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/keyward/keyward/internal/keys"
+)
+
+// toStatus is the only place domain errors become gRPC status codes (and,
+// through the gateway, HTTP statuses). Messages of unexpected errors are not
+// passed on: they may carry driver details; they are logged instead.
+func toStatus(ctx context.Context, log *slog.Logger, method string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err // already a status, e.g. from grpc itself
+	}
+	var invalid *keys.InvalidArgumentError
+	switch {
+	case errors.As(err, &invalid):
+		st := status.New(codes.InvalidArgument, invalid.Error())
+		if d, derr := st.WithDetails(&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{
+			{Field: invalid.Field, Description: invalid.Reason},
+		}}); derr == nil {
+			st = d
+		}
+		return st.Err()
+	case errors.Is(err, keys.ErrUnauthenticated):
+		return status.Error(codes.Unauthenticated, keys.ErrUnauthenticated.Error())
+	case errors.Is(err, keys.ErrPermissionDenied):
+		return status.Error(codes.PermissionDenied, keys.ErrPermissionDenied.Error())
+	case errors.Is(err, keys.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, keys.ErrAlreadyExists):
+		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, keys.ErrConflict):
+		return status.Error(codes.Aborted, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, "request canceled")
+	case errors.Is(err, keys.ErrUnavailable):
+		log.WarnContext(ctx, "dependency unavailable", "method", method, "err", err)
+		return status.Error(codes.Unavailable, "a dependency is unavailable; retry later (retrying is safe)")
+	}
+	log.ErrorContext(ctx, "internal error", "method", method, "err", err)
+	return status.Error(codes.Internal, "internal error")
+}

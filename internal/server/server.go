@@ -1,0 +1,194 @@
+package server
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
+)
+
+//go:embed openapi.json
+var openapi []byte
+
+// Checker reports whether one dependency is usable, for /readyz.
+type Checker interface {
+	Ping(ctx context.Context) error
+}
+
+// Options configures a Server.
+type Options struct {
+	GRPCAddr string
+	HTTPAddr string
+	Service  keywardv1.KeyServiceServer
+	Auth     Authenticator
+	// Ready names the dependencies /readyz checks.
+	Ready  map[string]Checker
+	Logger *slog.Logger
+	// Register adds further gRPC services (e.g. Envoy's Authorization).
+	Register func(*grpc.Server)
+	// Routes adds further HTTP handlers (e.g. the console, forward-auth).
+	Routes func(*http.ServeMux)
+}
+
+// Server owns both listeners.
+type Server struct {
+	o       Options
+	log     *slog.Logger
+	grpcLis net.Listener
+	httpLis net.Listener
+	grpc    *grpc.Server
+	health  *health.Server
+	gwConn  *grpc.ClientConn
+	http    *http.Server
+}
+
+// New binds both listeners, so the caller learns of a taken port at once and
+// tests can pass ":0" and read the bound addresses.
+func New(o Options) (*Server, error) {
+	s := &Server{o: o, log: o.Logger}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	var err error
+	if s.grpcLis, err = net.Listen("tcp", o.GRPCAddr); err != nil {
+		return nil, fmt.Errorf("listen gRPC on %s: %w", o.GRPCAddr, err)
+	}
+	if s.httpLis, err = net.Listen("tcp", o.HTTPAddr); err != nil {
+		s.grpcLis.Close()
+		return nil, fmt.Errorf("listen HTTP on %s: %w", o.HTTPAddr, err)
+	}
+	ic := interceptors{auth: o.Auth, log: s.log}
+	s.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(ic.unary), grpc.ChainStreamInterceptor(ic.stream))
+	keywardv1.RegisterKeyServiceServer(s.grpc, o.Service)
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	if o.Register != nil {
+		o.Register(s.grpc)
+	}
+
+	s.gwConn, err = grpc.NewClient(s.grpcLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		s.grpcLis.Close()
+		s.httpLis.Close()
+		return nil, fmt.Errorf("dial own gRPC listener: %w", err)
+	}
+	gw := runtime.NewServeMux(
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{Marshaler: &runtime.JSONPb{
+			MarshalOptions: protojson.MarshalOptions{EmitUnpopulated: true},
+			// A misspelt field is an error, not silently ignored.
+			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+		}}),
+		runtime.WithErrorHandler(errorHandler),
+	)
+	if err := keywardv1.RegisterKeyServiceHandler(context.Background(), gw, s.gwConn); err != nil {
+		return nil, fmt.Errorf("register gateway: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", gw)
+	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(openapi)
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	if o.Routes != nil {
+		o.Routes(mux)
+	}
+	s.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	return s, nil
+}
+
+// GRPCAddr and HTTPAddr are the bound addresses.
+func (s *Server) GRPCAddr() string { return s.grpcLis.Addr().String() }
+func (s *Server) HTTPAddr() string { return s.httpLis.Addr().String() }
+
+// Run serves until ctx ends, then shuts down gracefully: in-flight calls finish
+// (up to a deadline), new ones are refused.
+func (s *Server) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := s.grpc.Serve(s.grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("serve gRPC: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := s.http.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve HTTP: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		s.health.Shutdown() // probes see NOT_SERVING while we drain
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err := s.http.Shutdown(sctx)
+		stopped := make(chan struct{})
+		go func() { s.grpc.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-sctx.Done():
+			s.grpc.Stop()
+		}
+		s.gwConn.Close()
+		return err
+	})
+	return g.Wait()
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	out, code := map[string]string{}, http.StatusOK
+	for name, c := range s.o.Ready {
+		if err := c.Ping(ctx); err != nil {
+			out[name] = "unavailable"
+			code = http.StatusServiceUnavailable
+			continue
+		}
+		out[name] = "ok"
+	}
+	writeJSON(w, code, out)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+// errorHandler is grpc-gateway's default, plus the WWW-Authenticate header
+// that RFC 6750 asks for on 401.
+func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	if runtime.HTTPStatusFromCode(status.Code(err)) == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="keyward"`)
+	}
+	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
+}

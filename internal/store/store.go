@@ -1,0 +1,74 @@
+// Package store defines the one interface Keyward's source of truth
+// implements, with its error contract. Implementations live in the
+// postgres and sqlite subpackages and are held to it by storetest.
+package store
+
+import (
+	"context"
+
+	"github.com/keyward/keyward/internal/keys"
+)
+
+// Store is the durable source of truth for keys.
+//
+// Error contract, shared by every implementation:
+//   - a missing key is keys.ErrNotFound (wrapped);
+//   - a duplicate id or hash is keys.ErrAlreadyExists;
+//   - a store that cannot be reached returns an error wrapping keys.ErrUnavailable;
+//   - on any error nothing is written.
+//
+// Keys read back are normalised the same way by every implementation, so a
+// key compares equal whichever backend produced it: times are UTC and
+// truncated to microseconds, a zero time (no expiry, never used) is stored as
+// NULL and read back as the zero time.Time, Scopes keep their order and are
+// never nil (empty: a non-nil empty slice), and Metadata is never nil (empty:
+// a non-nil empty map).
+type Store interface {
+	// Create inserts k with Version 1 and CreateTime/UpdateTime set to now
+	// (truncated to microseconds, the precision both backends keep). If
+	// requestID is non-empty and a key was already created with it, Create
+	// writes nothing and returns an error wrapping keys.ErrAlreadyExists that
+	// names the existing key's id, so a retried create never makes two keys.
+	Create(ctx context.Context, k *keys.Key, requestID string) (*keys.Key, error)
+	// Get returns the key with this id.
+	Get(ctx context.Context, id string) (*keys.Key, error)
+	// GetByHash returns the key whose secret hashes to hash.
+	GetByHash(ctx context.Context, hash []byte) (*keys.Key, error)
+	// List returns up to q.Limit matching keys with ID > q.AfterID, in ID order
+	// (bytewise, whatever the database's collation). IDs sort by creation
+	// time, so pages are stable while keys are added and deleted. A Limit
+	// below 1 is a *keys.InvalidArgumentError: an unbounded read is never what
+	// a caller wants from a table of keys.
+	List(ctx context.Context, q ListQuery) ([]*keys.Key, error)
+	// Update reads the key, calls fn on a copy inside one transaction and, if fn
+	// returns nil, writes the copy with Version+1 and UpdateTime=now. It returns
+	// the key as it was before and as written. fn's error is returned unchanged
+	// (wrapped) and nothing is written. fn may change only the mutable fields:
+	// ID, Version, CreateTime and UpdateTime are the store's. fn may be called
+	// again if the backend retries the transaction (SQLite after a busy
+	// timeout), so it must do nothing but edit its argument.
+	Update(ctx context.Context, id string, fn func(*keys.Key) error) (before, after *keys.Key, err error)
+	// Delete removes the key after fn (which may be nil) approves the current
+	// row inside the same transaction; it returns the row as deleted.
+	Delete(ctx context.Context, id string, fn func(*keys.Key) error) (*keys.Key, error)
+	// Ping reports whether the store is reachable.
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// ListQuery selects a page of keys. The filters are ORed: a key matches when
+// its name contains NameContains (case-insensitive), or its hash equals Hash,
+// or its visible start begins with StartPrefix (or StartPrefix begins with its
+// visible start, for a typed beginning longer than what is stored). Empty
+// filters are ignored; with none set, every key matches. Inputs are matched
+// literally: LIKE and GLOB wildcards in them have no special meaning. The
+// name match folds case with strings.ToLower (rune by rune, so non-ASCII
+// names too) in Go rather than in the database, so both backends agree; the
+// start match is case-sensitive, like the secret it is part of.
+type ListQuery struct {
+	NameContains string
+	Hash         []byte
+	StartPrefix  string
+	AfterID      string
+	Limit        int
+}
