@@ -14,7 +14,7 @@ PROTOC_GEN_OPENAPI := github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-opena
 GRPCURL := github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
 GOOGLEAPIS_MOD := github.com/grpc-ecosystem/grpc-gateway@v1.16.0
 
-.PHONY: all build run test test-short bench generate lint check-generated tools clean
+.PHONY: all build run test test-short bench generate lint check-generated tools ci-deps clean
 
 all: build
 
@@ -72,6 +72,15 @@ lint: tools
 check-generated: generate
 	git diff --exit-code -- gen internal/server/openapi.json
 	@test -z "$$(git status --porcelain -- gen)" || { echo "untracked files in gen/"; git status --porcelain -- gen; exit 1; }
+
+# What CI needs beyond Go: the code generators, grpcurl for the README's gRPC
+# walk-through, and curl and jq for its REST walk-through.
+APT_GET := $(shell command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo) apt-get
+ci-deps: tools $(TOOLBIN)/grpcurl
+	@missing=""; for c in curl jq; do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+	  $(APT_GET) update -qq && $(APT_GET) install -y -qq -o DPkg::Lock::Timeout=600 $$missing; \
+	fi
 
 clean:
 	rm -rf bin .tools third_party

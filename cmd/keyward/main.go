@@ -52,7 +52,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		return app.Serve(ctx, cfg, cfg.Logger())
+		a, err := app.New(ctx, cfg, cfg.Logger())
+		if err != nil {
+			return err
+		}
+		return a.Run(ctx)
 	case "migrate":
 		cfg, err := config.Parse("keyward migrate", rest, os.Getenv)
 		if err != nil {

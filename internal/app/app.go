@@ -32,19 +32,30 @@ func OpenStore(ctx context.Context, cfg *config.Config) (store.Store, error) {
 	return st, nil
 }
 
-// Serve runs the server until ctx ends.
-func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+// App is a wired Keyward instance with its listeners bound.
+type App struct {
+	cfg   *config.Config
+	log   *slog.Logger
+	store store.Store
+	srv   *server.Server
+}
+
+// New opens the store, bootstraps the admin key and binds the listeners.
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 	log.InfoContext(ctx, "starting keyward", "config", cfg)
 	st, err := OpenStore(ctx, cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer st.Close()
-
+	defer func() {
+		if err != nil {
+			st.Close()
+		}
+	}()
 	if err := adminauth.Bootstrap(ctx, st, adminauth.BootstrapOptions{
 		EnvKey: cfg.AdminKey, File: cfg.AdminKeyFile(), Logger: log,
 	}); err != nil {
-		return fmt.Errorf("bootstrap admin key: %w", err)
+		return nil, fmt.Errorf("bootstrap admin key: %w", err)
 	}
 
 	lookup := validate.LookupFunc(st.GetByHash)
@@ -63,18 +74,28 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		Logger:   log,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	admin := cfg.AdminKeyFile()
-	if cfg.AdminKey != "" {
+	return &App{cfg: cfg, log: log, store: st, srv: srv}, nil
+}
+
+// GRPCAddr and HTTPAddr are the bound listener addresses.
+func (a *App) GRPCAddr() string { return a.srv.GRPCAddr() }
+func (a *App) HTTPAddr() string { return a.srv.HTTPAddr() }
+
+// Run serves until ctx ends, then stops gracefully and closes the store.
+func (a *App) Run(ctx context.Context) error {
+	defer a.store.Close()
+	admin := a.cfg.AdminKeyFile()
+	if a.cfg.AdminKey != "" {
 		admin = "(from KEYWARD_ADMIN_KEY)"
 	}
-	log.InfoContext(ctx, "keyward is serving",
-		"rest", "http://"+srv.HTTPAddr()+"/v1/keys",
-		"grpc", srv.GRPCAddr(),
-		"openapi", "http://"+srv.HTTPAddr()+"/openapi.json",
+	a.log.InfoContext(ctx, "keyward is serving",
+		"rest", "http://"+a.HTTPAddr()+"/v1/keys",
+		"grpc", a.GRPCAddr(),
+		"openapi", "http://"+a.HTTPAddr()+"/openapi.json",
 		"admin_key", admin)
-	err = srv.Run(ctx)
-	log.Info("keyward stopped")
+	err := a.srv.Run(ctx)
+	a.log.Info("keyward stopped")
 	return err
 }

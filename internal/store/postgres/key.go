@@ -1,0 +1,289 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/keyward/keyward/internal/keys"
+	"github.com/keyward/keyward/internal/store"
+)
+
+// querier is what reads need from both the pool and a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+const columns = `id, name, description, environment, state, hash, start, last4,
+	scopes, metadata, create_time, update_time, expire_time, last_used_time, version`
+
+// Create inserts k; see store.Store.
+func (s *Store) Create(ctx context.Context, k *keys.Key, requestID string) (*keys.Key, error) {
+	if k.ID == "" {
+		return nil, keys.Invalid("id", "must not be empty")
+	}
+	c := k.Clone()
+	normalize(c)
+	now := micro(s.now())
+	c.CreateTime, c.UpdateTime, c.Version = now, now, 1
+	metadata, err := json.Marshal(c.Metadata)
+	if err != nil {
+		return nil, fmt.Errorf("create key %s: encode metadata: %w", k.ID, err)
+	}
+	var rid *string // NULL: request ids only collide when given
+	if requestID != "" {
+		rid = &requestID
+	}
+	// ON CONFLICT (request_id) is checked before the other unique indexes,
+	// so a retried create learns which key it already made even if its new
+	// id or hash also collides; and a create racing the first one waits for
+	// it to commit rather than failing with a bare unique violation. The
+	// loop covers the key being deleted between the two statements.
+	for range 3 {
+		var id string
+		err := s.pool.QueryRow(ctx, `INSERT INTO api_keys (`+columns+`, name_fold, request_id)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+			ON CONFLICT (request_id) DO NOTHING
+			RETURNING id`,
+			c.ID, c.Name, c.Description, c.Environment, int32(c.State), c.Hash, c.Start, c.Last4,
+			c.Scopes, string(metadata), c.CreateTime, c.UpdateTime, nullTime(c.ExpireTime), nullTime(c.LastUsed), c.Version,
+			fold(c.Name), rid).Scan(&id)
+		if err == nil {
+			return c, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return nil, fmt.Errorf("create key %s: %w", k.ID, translate(ctx, err))
+		}
+		err = s.pool.QueryRow(ctx, "SELECT id FROM api_keys WHERE request_id = $1", requestID).Scan(&id)
+		if err == nil {
+			return nil, fmt.Errorf("create key %s: request_id already used by key %s: %w", k.ID, id, keys.ErrAlreadyExists)
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return nil, fmt.Errorf("create key %s: %w", k.ID, translate(ctx, err))
+		}
+	}
+	return nil, fmt.Errorf("create key %s: request_id keeps colliding with keys being deleted: %w", k.ID, keys.ErrUnavailable)
+}
+
+// Get returns the key with this id.
+func (s *Store) Get(ctx context.Context, id string) (*keys.Key, error) {
+	k, err := getOne(ctx, s.pool, "id = $1", id)
+	if err != nil {
+		return nil, fmt.Errorf("get key %s: %w", id, err)
+	}
+	return k, nil
+}
+
+// GetByHash returns the key whose secret hashes to hash.
+func (s *Store) GetByHash(ctx context.Context, hash []byte) (*keys.Key, error) {
+	k, err := getOne(ctx, s.pool, "hash = $1", hash)
+	if err != nil {
+		return nil, fmt.Errorf("get key by hash: %w", err) // never the hash itself
+	}
+	return k, nil
+}
+
+// getOne reads the key matching where (with its one argument); suffix
+// follows it, e.g. FOR UPDATE.
+func getOne(ctx context.Context, q querier, where string, arg any, suffix ...string) (*keys.Key, error) {
+	query := "SELECT " + columns + " FROM api_keys WHERE " + where + " " + strings.Join(suffix, " ")
+	k, err := scan(q.QueryRow(ctx, query, arg))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, keys.ErrNotFound
+	}
+	if err != nil {
+		return nil, translate(ctx, err)
+	}
+	return k, nil
+}
+
+// List returns a page of matching keys; see store.ListQuery.
+func (s *Store) List(ctx context.Context, q store.ListQuery) ([]*keys.Key, error) {
+	if q.Limit < 1 {
+		return nil, keys.Invalid("limit", "must be at least 1, got %d", q.Limit)
+	}
+	var args []any
+	param := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	// Only the filters that are set become conditions, so that a lone
+	// filter can use its index.
+	var or []string
+	if q.NameContains != "" {
+		// strpos matches literally, so no wildcard in the input needs escaping.
+		or = append(or, "strpos(name_fold, "+param(fold(q.NameContains))+") > 0")
+	}
+	if len(q.Hash) > 0 {
+		or = append(or, "hash = "+param(q.Hash))
+	}
+	if q.StartPrefix != "" {
+		// start is COLLATE "C", so LIKE 'abc%' can use its btree index.
+		or = append(or,
+			"start LIKE "+param(escapeLike(q.StartPrefix)+"%")+` ESCAPE '\'`,
+			"(start <> '' AND left("+param(q.StartPrefix)+", length(start)) = start)")
+	}
+	var and []string
+	if len(or) > 0 {
+		and = append(and, "("+strings.Join(or, " OR ")+")")
+	}
+	if q.AfterID != "" {
+		and = append(and, "id > "+param(q.AfterID))
+	}
+	query := "SELECT " + columns + " FROM api_keys"
+	if len(and) > 0 {
+		query += " WHERE " + strings.Join(and, " AND ")
+	}
+	query += " ORDER BY id LIMIT " + param(q.Limit)
+
+	rows, err := s.pool.Query(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list keys: %w", translate(ctx, err))
+	}
+	defer rows.Close()
+	var out []*keys.Key
+	for rows.Next() {
+		k, err := scan(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list keys: %w", translate(ctx, err))
+		}
+		out = append(out, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list keys: %w", translate(ctx, err))
+	}
+	return out, nil
+}
+
+// Update changes one key through fn; see store.Store.
+func (s *Store) Update(ctx context.Context, id string, fn func(*keys.Key) error) (before, after *keys.Key, err error) {
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		var err error
+		if before, err = getOne(ctx, tx, "id = $1", id, "FOR UPDATE"); err != nil {
+			return err
+		}
+		after = before.Clone()
+		if err := fn(after); err != nil {
+			return err
+		}
+		normalize(after)
+		// The store's fields are the store's, whatever fn did to them.
+		after.ID, after.CreateTime = before.ID, before.CreateTime
+		after.Version = before.Version + 1
+		after.UpdateTime = micro(s.now())
+		metadata, err := json.Marshal(after.Metadata)
+		if err != nil {
+			return fmt.Errorf("encode metadata: %w", err)
+		}
+		_, err = tx.Exec(ctx, `UPDATE api_keys SET
+			name = $1, name_fold = $2, description = $3, environment = $4, state = $5,
+			hash = $6, start = $7, last4 = $8, scopes = $9, metadata = $10,
+			expire_time = $11, last_used_time = $12, version = $13, update_time = $14
+			WHERE id = $15`,
+			after.Name, fold(after.Name), after.Description, after.Environment, int32(after.State),
+			after.Hash, after.Start, after.Last4, after.Scopes, string(metadata),
+			nullTime(after.ExpireTime), nullTime(after.LastUsed), after.Version, after.UpdateTime,
+			id)
+		return translate(ctx, err)
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("update key %s: %w", id, err)
+	}
+	return before, after, nil
+}
+
+// Delete removes one key once fn (if any) approves it; see store.Store.
+func (s *Store) Delete(ctx context.Context, id string, fn func(*keys.Key) error) (*keys.Key, error) {
+	var k *keys.Key
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var err error
+		if k, err = getOne(ctx, tx, "id = $1", id, "FOR UPDATE"); err != nil {
+			return err
+		}
+		if fn != nil {
+			if err := fn(k.Clone()); err != nil {
+				return err
+			}
+		}
+		_, err = tx.Exec(ctx, "DELETE FROM api_keys WHERE id = $1", id)
+		return translate(ctx, err)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("delete key %s: %w", id, err)
+	}
+	return k, nil
+}
+
+// scan reads columns into a key.
+func scan(row pgx.Row) (*keys.Key, error) {
+	var k keys.Key
+	var state int32
+	var metadata []byte
+	var expire, lastUsed *time.Time
+	if err := row.Scan(&k.ID, &k.Name, &k.Description, &k.Environment, &state, &k.Hash, &k.Start, &k.Last4,
+		&k.Scopes, &metadata, &k.CreateTime, &k.UpdateTime, &expire, &lastUsed, &k.Version); err != nil {
+		return nil, err
+	}
+	k.State = keys.State(state)
+	if err := json.Unmarshal(metadata, &k.Metadata); err != nil {
+		return nil, fmt.Errorf("key %s: decode metadata: %w", k.ID, err)
+	}
+	if expire != nil {
+		k.ExpireTime = *expire
+	}
+	if lastUsed != nil {
+		k.LastUsed = *lastUsed
+	}
+	normalize(&k)
+	return &k, nil
+}
+
+// normalize gives k the form every read returns (see store.Store): UTC
+// microsecond times, non-nil Scopes and Metadata.
+func normalize(k *keys.Key) {
+	if k.Scopes == nil {
+		k.Scopes = []string{}
+	}
+	if k.Metadata == nil {
+		k.Metadata = map[string]string{}
+	}
+	k.CreateTime = micro(k.CreateTime)
+	k.UpdateTime = micro(k.UpdateTime)
+	k.ExpireTime = micro(k.ExpireTime)
+	k.LastUsed = micro(k.LastUsed)
+}
+
+// micro is t as stored: UTC, whole microseconds; the zero time stays zero.
+func micro(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	t = t.UTC().Truncate(time.Microsecond)
+	if t.IsZero() { // within a microsecond of year 1: as good as unset
+		return time.Time{}
+	}
+	return t
+}
+
+// nullTime is NULL for the zero time, which means "never" here.
+func nullTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// fold is the case folding of name search; the SQLite backend uses the same.
+func fold(s string) string { return strings.ToLower(s) }
+
+// escapeLike makes s match itself literally in a LIKE pattern with ESCAPE '\'.
+func escapeLike(s string) string {
+	return strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`).Replace(s)
+}

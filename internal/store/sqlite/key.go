@@ -1,0 +1,319 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/keyward/keyward/internal/keys"
+	"github.com/keyward/keyward/internal/store"
+)
+
+// querier is what reads need from both *sql.DB and *sql.Tx.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+const columns = `id, name, description, environment, state, hash, start, last4,
+	scopes, metadata, create_time, update_time, expire_time, last_used_time, version`
+
+// Create inserts k; see store.Store.
+func (s *Store) Create(ctx context.Context, k *keys.Key, requestID string) (*keys.Key, error) {
+	if k.ID == "" {
+		return nil, keys.Invalid("id", "must not be empty")
+	}
+	c := k.Clone()
+	normalize(c)
+	now := micro(s.now())
+	c.CreateTime, c.UpdateTime, c.Version = now, now, 1
+	r, err := encode(c)
+	if err != nil {
+		return nil, fmt.Errorf("create key %s: %w", k.ID, err)
+	}
+	var rid any // NULL: request ids only collide when given
+	if requestID != "" {
+		rid = requestID
+	}
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		// Checked first, in the same (immediate, so exclusive) transaction:
+		// a retried create must learn which key it already made even if
+		// its new id or hash also collides.
+		if requestID != "" {
+			var existing string
+			err := tx.QueryRowContext(ctx, "SELECT id FROM api_keys WHERE request_id = ?", requestID).Scan(&existing)
+			if err == nil {
+				return fmt.Errorf("request_id already used by key %s: %w", existing, keys.ErrAlreadyExists)
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return translate(err)
+			}
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO api_keys (`+columns+`, name_fold, request_id)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			append(r.args(), fold(c.Name), rid)...)
+		return translate(err)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create key %s: %w", k.ID, err)
+	}
+	return c, nil
+}
+
+// Get returns the key with this id.
+func (s *Store) Get(ctx context.Context, id string) (*keys.Key, error) {
+	k, err := getOne(ctx, s.db, "id = ?", id)
+	if err != nil {
+		return nil, fmt.Errorf("get key %s: %w", id, err)
+	}
+	return k, nil
+}
+
+// GetByHash returns the key whose secret hashes to hash.
+func (s *Store) GetByHash(ctx context.Context, hash []byte) (*keys.Key, error) {
+	k, err := getOne(ctx, s.db, "hash = ?", hash)
+	if err != nil {
+		return nil, fmt.Errorf("get key by hash: %w", err) // never the hash itself
+	}
+	return k, nil
+}
+
+func getOne(ctx context.Context, q querier, where string, arg any) (*keys.Key, error) {
+	k, err := scan(q.QueryRowContext(ctx, "SELECT "+columns+" FROM api_keys WHERE "+where, arg))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, keys.ErrNotFound
+	}
+	if err != nil {
+		return nil, translate(err)
+	}
+	return k, nil
+}
+
+// List returns a page of matching keys; see store.ListQuery.
+func (s *Store) List(ctx context.Context, q store.ListQuery) ([]*keys.Key, error) {
+	if q.Limit < 1 {
+		return nil, keys.Invalid("limit", "must be at least 1, got %d", q.Limit)
+	}
+	// Only the filters that are set become conditions, so that a lone
+	// filter can use its index.
+	var or []string
+	var args []any
+	if q.NameContains != "" {
+		// instr matches literally, so no wildcard in the input needs escaping.
+		or = append(or, "instr(name_fold, ?) > 0")
+		args = append(args, fold(q.NameContains))
+	}
+	if len(q.Hash) > 0 {
+		or = append(or, "hash = ?")
+		args = append(args, q.Hash)
+	}
+	if q.StartPrefix != "" {
+		// GLOB, unlike LIKE, is case-sensitive, as the secret is; the
+		// escaped pattern can use the index on start.
+		or = append(or, "start GLOB ?", "(start <> '' AND substr(?, 1, length(start)) = start)")
+		args = append(args, escapeGlob(q.StartPrefix)+"*", q.StartPrefix)
+	}
+	var and []string
+	if len(or) > 0 {
+		and = append(and, "("+strings.Join(or, " OR ")+")")
+	}
+	if q.AfterID != "" {
+		and = append(and, "id > ?")
+		args = append(args, q.AfterID)
+	}
+	query := "SELECT " + columns + " FROM api_keys"
+	if len(and) > 0 {
+		query += " WHERE " + strings.Join(and, " AND ")
+	}
+	query += " ORDER BY id LIMIT ?"
+	args = append(args, q.Limit)
+
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list keys: %w", translate(err))
+	}
+	defer rows.Close()
+	var out []*keys.Key
+	for rows.Next() {
+		k, err := scan(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list keys: %w", translate(err))
+		}
+		out = append(out, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list keys: %w", translate(err))
+	}
+	return out, nil
+}
+
+// Update changes one key through fn; see store.Store.
+func (s *Store) Update(ctx context.Context, id string, fn func(*keys.Key) error) (before, after *keys.Key, err error) {
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		if before, err = getOne(ctx, tx, "id = ?", id); err != nil {
+			return err
+		}
+		after = before
+		if err := fn(after); err != nil {
+			return err
+		}
+		normalize(after)
+		// The store's fields are the store's, whatever fn did to them.
+		after.ID, after.CreateTime = before.ID, before.CreateTime
+		after.Version = before.Version + 1
+		after.UpdateTime = micro(s.now())
+		r, err := encode(after)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE api_keys SET
+			name = ?, name_fold = ?, description = ?, environment = ?, state = ?,
+			hash = ?, start = ?, last4 = ?, scopes = ?, metadata = ?,
+			expire_time = ?, last_used_time = ?, version = ?, update_time = ?
+			WHERE id = ?`,
+			after.Name, fold(after.Name), after.Description, after.Environment, int64(after.State),
+			after.Hash, after.Start, after.Last4, r.scopes, r.metadata,
+			r.expire, r.lastUsed, after.Version, r.update,
+			id)
+		return translate(err)
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("update key %s: %w", id, err)
+	}
+	return before, after, nil
+}
+
+// Delete removes one key once fn (if any) approves it; see store.Store.
+func (s *Store) Delete(ctx context.Context, id string, fn func(*keys.Key) error) (*keys.Key, error) {
+	var k *keys.Key
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		if k, err = getOne(ctx, tx, "id = ?", id); err != nil {
+			return err
+		}
+		if fn != nil {
+			if err := fn(k.Clone()); err != nil {
+				return err
+			}
+		}
+		_, err = tx.ExecContext(ctx, "DELETE FROM api_keys WHERE id = ?", id)
+		return translate(err)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("delete key %s: %w", id, err)
+	}
+	return k, nil
+}
+
+// row is a key's column values in the types SQLite stores.
+type row struct {
+	k                *keys.Key
+	scopes, metadata string
+	create, update   int64
+	expire, lastUsed sql.NullInt64
+}
+
+func encode(k *keys.Key) (row, error) {
+	scopes, err := json.Marshal(k.Scopes)
+	if err != nil {
+		return row{}, fmt.Errorf("encode scopes: %w", err)
+	}
+	metadata, err := json.Marshal(k.Metadata)
+	if err != nil {
+		return row{}, fmt.Errorf("encode metadata: %w", err)
+	}
+	return row{
+		k:        k,
+		scopes:   string(scopes),
+		metadata: string(metadata),
+		create:   k.CreateTime.UnixMicro(),
+		update:   k.UpdateTime.UnixMicro(),
+		expire:   nullMicros(k.ExpireTime),
+		lastUsed: nullMicros(k.LastUsed),
+	}, nil
+}
+
+// args are the values of columns, in order.
+func (r row) args() []any {
+	k := r.k
+	return []any{k.ID, k.Name, k.Description, k.Environment, int64(k.State), k.Hash, k.Start, k.Last4,
+		r.scopes, r.metadata, r.create, r.update, r.expire, r.lastUsed, k.Version}
+}
+
+// scan reads columns into a key.
+func scan(sc interface{ Scan(...any) error }) (*keys.Key, error) {
+	var k keys.Key
+	var r row
+	var state int64
+	if err := sc.Scan(&k.ID, &k.Name, &k.Description, &k.Environment, &state, &k.Hash, &k.Start, &k.Last4,
+		&r.scopes, &r.metadata, &r.create, &r.update, &r.expire, &r.lastUsed, &k.Version); err != nil {
+		return nil, err
+	}
+	k.State = keys.State(state)
+	if err := json.Unmarshal([]byte(r.scopes), &k.Scopes); err != nil {
+		return nil, fmt.Errorf("key %s: decode scopes: %w", k.ID, err)
+	}
+	if err := json.Unmarshal([]byte(r.metadata), &k.Metadata); err != nil {
+		return nil, fmt.Errorf("key %s: decode metadata: %w", k.ID, err)
+	}
+	k.CreateTime = fromMicros(r.create)
+	k.UpdateTime = fromMicros(r.update)
+	if r.expire.Valid {
+		k.ExpireTime = fromMicros(r.expire.Int64)
+	}
+	if r.lastUsed.Valid {
+		k.LastUsed = fromMicros(r.lastUsed.Int64)
+	}
+	normalize(&k)
+	return &k, nil
+}
+
+// normalize gives k the form every read returns (see store.Store): UTC
+// microsecond times, non-nil Scopes and Metadata.
+func normalize(k *keys.Key) {
+	if k.Scopes == nil {
+		k.Scopes = []string{}
+	}
+	if k.Metadata == nil {
+		k.Metadata = map[string]string{}
+	}
+	k.CreateTime = micro(k.CreateTime)
+	k.UpdateTime = micro(k.UpdateTime)
+	k.ExpireTime = micro(k.ExpireTime)
+	k.LastUsed = micro(k.LastUsed)
+}
+
+// micro is t as stored: UTC, whole microseconds; the zero time stays zero.
+func micro(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	t = t.UTC().Truncate(time.Microsecond)
+	if t.IsZero() { // within a microsecond of year 1: as good as unset
+		return time.Time{}
+	}
+	return t
+}
+
+func nullMicros(t time.Time) sql.NullInt64 {
+	if t.IsZero() {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixMicro(), Valid: true}
+}
+
+func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+// fold is the case folding of name search; the Postgres backend uses the same.
+func fold(s string) string { return strings.ToLower(s) }
+
+// escapeGlob makes s match itself literally in a GLOB pattern: each of the
+// metacharacters * ? [ becomes a one-character class.
+func escapeGlob(s string) string {
+	return strings.NewReplacer("[", "[[]", "*", "[*]", "?", "[?]").Replace(s)
+}

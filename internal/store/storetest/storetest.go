@@ -1,0 +1,888 @@
+// Package storetest holds the conformance suite every store.Store
+// implementation must pass, so the backends cannot drift apart: each
+// backend's test file only says how to open a fresh, empty store.
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward/internal/keys"
+	"github.com/keyward/keyward/internal/store"
+)
+
+// Run runs the suite. open must return a new, empty store for each call; Run
+// closes it when the test ends. Subtests run in parallel.
+func Run(t *testing.T, open func(t *testing.T) store.Store) {
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := open(t)
+			t.Cleanup(func() { _ = s.Close() })
+			tc.run(t, &fixture{t: t, s: s, ctx: t.Context()})
+		})
+	}
+}
+
+var tests = []struct {
+	name string
+	run  func(t *testing.T, f *fixture)
+}{
+	{"ping/ok", func(t *testing.T, f *fixture) {
+		if err := f.s.Ping(f.ctx); err != nil {
+			t.Fatalf("Ping: %v", err)
+		}
+	}},
+
+	// Get.
+	{"get/not-found", func(t *testing.T, f *fixture) {
+		f.create(f.newKey())
+		_, err := f.s.Get(f.ctx, "key_missing")
+		wantIs(t, err, keys.ErrNotFound)
+	}},
+	{"get-by-hash/not-found", func(t *testing.T, f *fixture) {
+		f.create(f.newKey())
+		_, err := f.s.GetByHash(f.ctx, randomHash(t))
+		wantIs(t, err, keys.ErrNotFound)
+	}},
+
+	// Create.
+	{"create/ok-round-trip", func(t *testing.T, f *fixture) {
+		k := f.newKey()
+		k.Description = "used by the billing job"
+		k.Environment = "live"
+		k.State = keys.StateDisabled
+		k.ExpireTime = time.Now().Add(90 * 24 * time.Hour)
+		k.LastUsed = time.Now().Add(-time.Hour)
+		start := time.Now().UTC().Truncate(time.Microsecond)
+		got, err := f.s.Create(f.ctx, k, "")
+		end := time.Now()
+		if err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+		if got.Version != 1 {
+			t.Errorf("Version = %d, want 1", got.Version)
+		}
+		if !got.CreateTime.Equal(got.UpdateTime) {
+			t.Errorf("CreateTime %v != UpdateTime %v", got.CreateTime, got.UpdateTime)
+		}
+		if got.CreateTime.Before(start) || got.CreateTime.After(end) {
+			t.Errorf("CreateTime %v outside [%v, %v]", got.CreateTime, start, end)
+		}
+		want := stored(k)
+		want.Version, want.CreateTime, want.UpdateTime = 1, got.CreateTime, got.UpdateTime
+		f.wantEqual("Create", want, got)
+		f.wantEqual("Get", got, f.get(k.ID))
+		byHash, err := f.s.GetByHash(f.ctx, k.Hash)
+		if err != nil {
+			t.Fatalf("GetByHash: %v", err)
+		}
+		f.wantEqual("GetByHash", got, byHash)
+	}},
+	{"create/does-not-modify-input", func(t *testing.T, f *fixture) {
+		k := f.newKey()
+		k.Metadata = nil
+		f.create(k)
+		if k.Version != 0 || !k.CreateTime.IsZero() || !k.UpdateTime.IsZero() || k.Metadata != nil {
+			t.Errorf("Create changed its argument: %+v", k)
+		}
+	}},
+	{"create/empty-id-is-invalid", func(t *testing.T, f *fixture) {
+		k := f.newKey()
+		k.ID = ""
+		_, err := f.s.Create(f.ctx, k, "")
+		var invalid *keys.InvalidArgumentError
+		if !errors.As(err, &invalid) || invalid.Field != "id" {
+			t.Fatalf("Create with empty id: err = %v, want an invalid id", err)
+		}
+	}},
+	{"create/duplicate-id", func(t *testing.T, f *fixture) {
+		first := f.create(f.newKey())
+		dup := f.newKey()
+		dup.ID = first.ID
+		_, err := f.s.Create(f.ctx, dup, "")
+		wantIs(t, err, keys.ErrAlreadyExists)
+		wantNoSecret(t, err, dup.Hash)
+		f.wantEqual("Get after refused create", first, f.get(first.ID))
+		f.wantNotFoundByHash(dup.Hash)
+	}},
+	{"create/duplicate-hash", func(t *testing.T, f *fixture) {
+		first := f.create(f.newKey())
+		dup := f.newKey()
+		dup.Hash = bytes.Clone(first.Hash)
+		_, err := f.s.Create(f.ctx, dup, "")
+		wantIs(t, err, keys.ErrAlreadyExists)
+		wantNoSecret(t, err, dup.Hash)
+		f.wantNotFound(dup.ID)
+		f.wantEqual("Get after refused create", first, f.get(first.ID))
+	}},
+	{"create/request-id-idempotent", func(t *testing.T, f *fixture) {
+		first, err := f.s.Create(f.ctx, f.newKey(), "req-1")
+		if err != nil {
+			t.Fatalf("first Create: %v", err)
+		}
+		retry := f.newKey() // a retry mints a new id and secret
+		_, err = f.s.Create(f.ctx, retry, "req-1")
+		wantIs(t, err, keys.ErrAlreadyExists)
+		if err != nil && !strings.Contains(err.Error(), first.ID) {
+			t.Errorf("error %q does not name the existing key %s", err, first.ID)
+		}
+		wantNoSecret(t, err, first.Hash)
+		wantNoSecret(t, err, retry.Hash)
+		f.wantNotFound(retry.ID)
+		f.wantIDs(f.list(store.ListQuery{Limit: 10}), first.ID)
+	}},
+	{"create/request-id-named-even-if-hash-also-collides", func(t *testing.T, f *fixture) {
+		first, err := f.s.Create(f.ctx, f.newKey(), "req-1")
+		if err != nil {
+			t.Fatalf("first Create: %v", err)
+		}
+		retry := f.newKey()
+		retry.Hash = bytes.Clone(first.Hash)
+		_, err = f.s.Create(f.ctx, retry, "req-1")
+		wantIs(t, err, keys.ErrAlreadyExists)
+		if err != nil && !strings.Contains(err.Error(), first.ID) {
+			t.Errorf("error %q does not name the existing key %s", err, first.ID)
+		}
+	}},
+	{"create/request-id-concurrent-creates-one-key", func(t *testing.T, f *fixture) {
+		const n = 10
+		ks := make([]*keys.Key, n)
+		for i := range ks {
+			ks[i] = f.newKey()
+		}
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() { _, errs[i] = f.s.Create(f.ctx, ks[i], "req-race") })
+		}
+		wg.Wait()
+		var winner string
+		for i, err := range errs {
+			if err == nil {
+				if winner != "" {
+					t.Fatalf("both %s and %s were created with one request_id", winner, ks[i].ID)
+				}
+				winner = ks[i].ID
+			}
+		}
+		if winner == "" {
+			t.Fatalf("no create succeeded: %v", errors.Join(errs...))
+		}
+		for _, err := range errs {
+			if err != nil && (!errors.Is(err, keys.ErrAlreadyExists) || !strings.Contains(err.Error(), winner)) {
+				t.Errorf("losing create: err = %v, want already exists naming %s", err, winner)
+			}
+		}
+		f.wantIDs(f.list(store.ListQuery{Limit: 100}), winner)
+	}},
+	{"create/empty-request-ids-never-collide", func(t *testing.T, f *fixture) {
+		a := f.create(f.newKey())
+		b := f.create(f.newKey())
+		f.wantIDs(f.list(store.ListQuery{Limit: 10}), a.ID, b.ID)
+	}},
+	{"create/zero-times-read-back-zero", func(t *testing.T, f *fixture) {
+		k := f.newKey()
+		k.ExpireTime, k.LastUsed = time.Time{}, time.Time{}
+		got := f.get(f.create(k).ID)
+		if !got.ExpireTime.IsZero() || !got.LastUsed.IsZero() {
+			t.Errorf("ExpireTime %v, LastUsed %v; want both zero", got.ExpireTime, got.LastUsed)
+		}
+	}},
+	{"create/times-read-back-utc-microseconds", func(t *testing.T, f *fixture) {
+		india := time.FixedZone("IST", 5*3600+1800)
+		k := f.newKey()
+		k.ExpireTime = time.Date(2031, 2, 3, 4, 5, 6, 123456789, india)
+		k.LastUsed = time.Date(1999, 12, 31, 23, 59, 59, 999999999, india)
+		got := f.get(f.create(k).ID)
+		for _, c := range []struct {
+			field     string
+			got, want time.Time
+		}{
+			{"ExpireTime", got.ExpireTime, k.ExpireTime.Truncate(time.Microsecond)},
+			{"LastUsed", got.LastUsed, k.LastUsed.Truncate(time.Microsecond)},
+		} {
+			if !c.got.Equal(c.want) || c.got.Location() != time.UTC {
+				t.Errorf("%s = %v, want %v in UTC", c.field, c.got, c.want.UTC())
+			}
+		}
+	}},
+	{"create/unicode-round-trip", func(t *testing.T, f *fixture) {
+		k := f.newKey()
+		k.Name = "Schlüssel 🔑 für Prüfung — テスト"
+		k.Description = "Ωmega ≠ alpha; \"quoted\" 'single' \\ back"
+		k.Metadata = map[string]string{"équipe": "données", "emoji": "🚀"}
+		want := f.create(k)
+		got := f.get(k.ID)
+		f.wantEqual("Get", want, got)
+		if got.Name != k.Name {
+			t.Errorf("Name = %q, want %q", got.Name, k.Name)
+		}
+	}},
+	{"create/metadata-round-trip", func(t *testing.T, f *fixture) {
+		k := f.newKey()
+		k.Metadata = map[string]string{
+			"team": "core", "empty": "", "quote": `"x" \ y`, "html": "<a&b>", "newline": "a\nb", "": "empty key",
+		}
+		got := f.get(f.create(k).ID)
+		if !maps.Equal(got.Metadata, k.Metadata) {
+			t.Errorf("Metadata = %q, want %q", got.Metadata, k.Metadata)
+		}
+	}},
+	{"create/nil-scopes-and-metadata-read-back-empty-not-nil", func(t *testing.T, f *fixture) {
+		k := f.newKey()
+		k.Scopes, k.Metadata = nil, nil
+		created := f.create(k)
+		for name, got := range map[string]*keys.Key{"Create": created, "Get": f.get(k.ID)} {
+			if got.Scopes == nil || len(got.Scopes) != 0 {
+				t.Errorf("%s: Scopes = %#v, want empty and non-nil", name, got.Scopes)
+			}
+			if got.Metadata == nil || len(got.Metadata) != 0 {
+				t.Errorf("%s: Metadata = %#v, want empty and non-nil", name, got.Metadata)
+			}
+		}
+	}},
+	{"create/scopes-keep-order", func(t *testing.T, f *fixture) {
+		k := f.newKey()
+		k.Scopes = []string{"write", "admin", "read", "keys:list"}
+		got := f.get(f.create(k).ID)
+		if !slices.Equal(got.Scopes, k.Scopes) {
+			t.Errorf("Scopes = %q, want %q", got.Scopes, k.Scopes)
+		}
+	}},
+
+	// Update.
+	{"update/bumps-version", func(t *testing.T, f *fixture) {
+		created := f.create(f.newKey())
+		before, after, err := f.s.Update(f.ctx, created.ID, func(k *keys.Key) error {
+			k.Name = "renamed"
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("Update: %v", err)
+		}
+		f.wantEqual("before", created, before)
+		if after.Version != 2 || after.Name != "renamed" {
+			t.Errorf("after: Version %d, Name %q; want 2, renamed", after.Version, after.Name)
+		}
+		if !after.CreateTime.Equal(created.CreateTime) || after.UpdateTime.Before(created.UpdateTime) {
+			t.Errorf("after: CreateTime %v UpdateTime %v; created at %v", after.CreateTime, after.UpdateTime, created.CreateTime)
+		}
+		f.wantEqual("Get", after, f.get(created.ID))
+		_, again, err := f.s.Update(f.ctx, created.ID, func(*keys.Key) error { return nil })
+		if err != nil || again.Version != 3 {
+			t.Errorf("second Update: Version %v, err %v; want 3", again, err)
+		}
+	}},
+	{"update/writes-every-mutable-field", func(t *testing.T, f *fixture) {
+		created := f.create(f.newKey())
+		newHash := randomHash(t)
+		_, after, err := f.s.Update(f.ctx, created.ID, func(k *keys.Key) error {
+			k.Name = "new name"
+			k.Description = "new description"
+			k.Environment = "test"
+			k.State = keys.StateDisabled
+			k.Hash = newHash
+			k.Start = "kw_test_Zz9Zz9"
+			k.Last4 = "wxyz"
+			k.Scopes = []string{"b", "a"}
+			k.Metadata = map[string]string{"owner": "ops"}
+			k.ExpireTime = time.Date(2040, 1, 2, 3, 4, 5, 6000, time.UTC)
+			k.LastUsed = time.Date(2030, 1, 2, 3, 4, 5, 7000, time.UTC)
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("Update: %v", err)
+		}
+		want := stored(created)
+		want.Name, want.Description, want.Environment, want.State = "new name", "new description", "test", keys.StateDisabled
+		want.Hash, want.Start, want.Last4 = newHash, "kw_test_Zz9Zz9", "wxyz"
+		want.Scopes, want.Metadata = []string{"b", "a"}, map[string]string{"owner": "ops"}
+		want.ExpireTime = time.Date(2040, 1, 2, 3, 4, 5, 6000, time.UTC)
+		want.LastUsed = time.Date(2030, 1, 2, 3, 4, 5, 7000, time.UTC)
+		want.Version, want.UpdateTime = 2, after.UpdateTime
+		f.wantEqual("after", want, after)
+		f.wantEqual("Get", want, f.get(created.ID))
+		byHash, err := f.s.GetByHash(f.ctx, newHash)
+		if err != nil || byHash.ID != created.ID {
+			t.Errorf("GetByHash(new hash) = %v, %v; want %s", byHash, err, created.ID)
+		}
+		f.wantNotFoundByHash(created.Hash)
+	}},
+	{"update/can-clear-times-and-metadata", func(t *testing.T, f *fixture) {
+		k := f.newKey()
+		k.ExpireTime, k.LastUsed = time.Now().Add(time.Hour), time.Now()
+		created := f.create(k)
+		_, _, err := f.s.Update(f.ctx, created.ID, func(k *keys.Key) error {
+			k.ExpireTime, k.LastUsed, k.Metadata, k.Scopes = time.Time{}, time.Time{}, nil, nil
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("Update: %v", err)
+		}
+		got := f.get(created.ID)
+		if !got.ExpireTime.IsZero() || !got.LastUsed.IsZero() || len(got.Metadata) != 0 || len(got.Scopes) != 0 {
+			t.Errorf("after clearing: %+v", got)
+		}
+	}},
+	{"update/fn-error-writes-nothing", func(t *testing.T, f *fixture) {
+		created := f.create(f.newKey())
+		errVeto := errors.New("veto")
+		_, _, err := f.s.Update(f.ctx, created.ID, func(k *keys.Key) error {
+			k.Name = "should not stick"
+			k.Hash = randomHash(t)
+			return fmt.Errorf("checking etag: %w", errVeto)
+		})
+		wantIs(t, err, errVeto)
+		f.wantEqual("Get after vetoed update", created, f.get(created.ID))
+	}},
+	{"update/fn-edits-a-copy", func(t *testing.T, f *fixture) {
+		k := f.newKey()
+		k.Metadata = map[string]string{"a": "1"}
+		k.Scopes = []string{"read"}
+		created := f.create(k)
+		before, _, err := f.s.Update(f.ctx, created.ID, func(k *keys.Key) error {
+			k.Name = "changed"
+			k.Metadata["a"] = "2"
+			k.Scopes[0] = "write"
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("Update: %v", err)
+		}
+		f.wantEqual("before", created, before)
+	}},
+	{"update/not-found", func(t *testing.T, f *fixture) {
+		called := false
+		_, _, err := f.s.Update(f.ctx, "key_missing", func(*keys.Key) error { called = true; return nil })
+		wantIs(t, err, keys.ErrNotFound)
+		if called {
+			t.Error("fn was called for a missing key")
+		}
+	}},
+	{"update/duplicate-hash-writes-nothing", func(t *testing.T, f *fixture) {
+		a := f.create(f.newKey())
+		b := f.create(f.newKey())
+		_, _, err := f.s.Update(f.ctx, b.ID, func(k *keys.Key) error {
+			k.Name = "should not stick"
+			k.Hash = bytes.Clone(a.Hash)
+			return nil
+		})
+		wantIs(t, err, keys.ErrAlreadyExists)
+		wantNoSecret(t, err, a.Hash)
+		f.wantEqual("Get after refused update", b, f.get(b.ID))
+	}},
+	{"update/ignores-changes-to-store-fields", func(t *testing.T, f *fixture) {
+		created := f.create(f.newKey())
+		_, after, err := f.s.Update(f.ctx, created.ID, func(k *keys.Key) error {
+			k.ID = "key_other"
+			k.Version = 100
+			k.CreateTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+			k.UpdateTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("Update: %v", err)
+		}
+		got := f.get(created.ID)
+		if after.ID != created.ID || got.Version != 2 || after.Version != 2 ||
+			!got.CreateTime.Equal(created.CreateTime) || got.UpdateTime.Before(created.UpdateTime) {
+			t.Errorf("after %+v, stored %+v; want id, version 2, create time kept", after, got)
+		}
+		f.wantNotFound("key_other")
+	}},
+	{"concurrent-updates-serialise", func(t *testing.T, f *fixture) {
+		k := f.newKey()
+		k.Metadata = map[string]string{"n": "0"}
+		created := f.create(k)
+		const n = 20
+		versions := make(chan int64, n)
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() {
+				_, after, err := f.s.Update(f.ctx, created.ID, func(k *keys.Key) error {
+					i, err := strconv.Atoi(k.Metadata["n"])
+					if err != nil {
+						return err
+					}
+					k.Metadata["n"] = strconv.Itoa(i + 1)
+					return nil
+				})
+				if err != nil {
+					t.Errorf("Update: %v", err)
+					return
+				}
+				versions <- after.Version
+			})
+		}
+		wg.Wait()
+		close(versions)
+		seen := map[int64]bool{}
+		for v := range versions {
+			if seen[v] {
+				t.Errorf("two updates both wrote version %d", v)
+			}
+			seen[v] = true
+		}
+		got := f.get(created.ID)
+		if got.Version != 1+n || got.Metadata["n"] != strconv.Itoa(n) {
+			t.Errorf("after %d updates: Version %d, n %q; want %d, %d", n, got.Version, got.Metadata["n"], 1+n, n)
+		}
+	}},
+
+	// Delete.
+	{"delete/then-get-not-found", func(t *testing.T, f *fixture) {
+		created := f.create(f.newKey())
+		other := f.create(f.newKey())
+		deleted, err := f.s.Delete(f.ctx, created.ID, nil)
+		if err != nil {
+			t.Fatalf("Delete: %v", err)
+		}
+		f.wantEqual("deleted", created, deleted)
+		f.wantNotFound(created.ID)
+		f.wantNotFoundByHash(created.Hash)
+		_, err = f.s.Delete(f.ctx, created.ID, nil)
+		wantIs(t, err, keys.ErrNotFound)
+		f.wantEqual("other key", other, f.get(other.ID))
+	}},
+	{"delete/fn-error-keeps-key", func(t *testing.T, f *fixture) {
+		created := f.create(f.newKey())
+		errVeto := errors.New("veto")
+		_, err := f.s.Delete(f.ctx, created.ID, func(*keys.Key) error { return errVeto })
+		wantIs(t, err, errVeto)
+		f.wantEqual("Get after vetoed delete", created, f.get(created.ID))
+	}},
+	{"delete/fn-sees-current-row", func(t *testing.T, f *fixture) {
+		created := f.create(f.newKey())
+		_, updated, err := f.s.Update(f.ctx, created.ID, func(k *keys.Key) error { k.Name = "v2"; return nil })
+		if err != nil {
+			t.Fatalf("Update: %v", err)
+		}
+		var seen *keys.Key
+		if _, err := f.s.Delete(f.ctx, created.ID, func(k *keys.Key) error { seen = k; return nil }); err != nil {
+			t.Fatalf("Delete: %v", err)
+		}
+		f.wantEqual("fn's argument", updated, seen)
+	}},
+	{"delete/not-found", func(t *testing.T, f *fixture) {
+		_, err := f.s.Delete(f.ctx, "key_missing", func(*keys.Key) error {
+			t.Error("fn was called for a missing key")
+			return nil
+		})
+		wantIs(t, err, keys.ErrNotFound)
+	}},
+	{"delete/frees-hash-and-request-id", func(t *testing.T, f *fixture) {
+		first, err := f.s.Create(f.ctx, f.newKey(), "req-1")
+		if err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+		if _, err := f.s.Delete(f.ctx, first.ID, nil); err != nil {
+			t.Fatalf("Delete: %v", err)
+		}
+		again := f.newKey()
+		again.Hash = bytes.Clone(first.Hash)
+		if _, err := f.s.Create(f.ctx, again, "req-1"); err != nil {
+			t.Fatalf("Create after delete with the same hash and request_id: %v", err)
+		}
+	}},
+
+	// List.
+	{"list/all-in-id-order", func(t *testing.T, f *fixture) {
+		var ids []string
+		for _, id := range []string{"key_c", "key_a", "key_e", "key_b", "key_d"} {
+			k := f.newKey()
+			k.ID = id
+			f.create(k)
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		f.wantIDs(f.list(store.ListQuery{Limit: 100}), ids...)
+	}},
+	{"list/ids-order-bytewise", func(t *testing.T, f *fixture) {
+		// A collation-aware order would put "key_B" and "key_b" together
+		// and ignore the underscore; pages need Go's order.
+		ids := []string{"key_b", "key_B", "key-c", "keyA", "key_a_1", "key_a-2"}
+		for _, id := range ids {
+			k := f.newKey()
+			k.ID = id
+			f.create(k)
+		}
+		slices.Sort(ids)
+		f.wantIDs(f.list(store.ListQuery{Limit: 100}), ids...)
+		f.wantIDs(f.list(store.ListQuery{AfterID: ids[2], Limit: 100}), ids[3:]...)
+	}},
+	{"list/limit-and-after-id", func(t *testing.T, f *fixture) {
+		var ids []string
+		for range 5 {
+			ids = append(ids, f.create(f.newKey()).ID)
+		}
+		f.wantIDs(f.list(store.ListQuery{Limit: 2}), ids[:2]...)
+		f.wantIDs(f.list(store.ListQuery{AfterID: ids[1], Limit: 2}), ids[2:4]...)
+		f.wantIDs(f.list(store.ListQuery{AfterID: ids[3], Limit: 2}), ids[4])
+		f.wantIDs(f.list(store.ListQuery{AfterID: ids[4], Limit: 2}))
+	}},
+	{"list/limit-below-one-is-invalid", func(t *testing.T, f *fixture) {
+		f.create(f.newKey())
+		for _, limit := range []int{0, -1} {
+			_, err := f.s.List(f.ctx, store.ListQuery{Limit: limit})
+			var invalid *keys.InvalidArgumentError
+			if !errors.As(err, &invalid) {
+				t.Errorf("List(Limit: %d): err = %v, want an InvalidArgumentError", limit, err)
+			}
+		}
+	}},
+	{"list/pages-stable-while-inserting-and-deleting", func(t *testing.T, f *fixture) {
+		var ids []string
+		for range 10 {
+			ids = append(ids, f.create(f.newKey()).ID)
+		}
+		var got []string
+		page := f.list(store.ListQuery{Limit: 3})
+		for _, k := range page {
+			got = append(got, k.ID)
+		}
+		// Between pages: delete one key already seen and one not yet
+		// seen, add one sorting before the cursor and one after the rest.
+		cursor := got[len(got)-1]
+		f.delete(ids[1])
+		f.delete(ids[5])
+		early := f.newKey()
+		early.ID = ids[0] + "a" // sorts between ids[0] and ids[1], before the cursor
+		f.create(early)
+		late := f.create(f.newKey())
+		for {
+			page := f.list(store.ListQuery{AfterID: cursor, Limit: 3})
+			for _, k := range page {
+				got = append(got, k.ID)
+			}
+			if len(page) < 3 {
+				break
+			}
+			cursor = page[len(page)-1].ID
+		}
+		want := []string{ids[0], ids[1], ids[2], ids[3], ids[4], ids[6], ids[7], ids[8], ids[9], late.ID}
+		if !slices.Equal(got, want) {
+			t.Errorf("paged ids = %q, want %q", got, want)
+		}
+	}},
+	{"list/name-case-insensitive", func(t *testing.T, f *fixture) {
+		prod := f.createNamed("Production Backend")
+		f.createNamed("staging")
+		apfel := f.createNamed("ÄPFEL Service")
+		greek := f.createNamed("Σοφία")
+		f.wantIDs(f.list(store.ListQuery{NameContains: "PRODUCTION", Limit: 10}), prod.ID)
+		f.wantIDs(f.list(store.ListQuery{NameContains: "backend", Limit: 10}), prod.ID)
+		f.wantIDs(f.list(store.ListQuery{NameContains: "äpfel", Limit: 10}), apfel.ID)
+		f.wantIDs(f.list(store.ListQuery{NameContains: "ΣΟΦ", Limit: 10}), greek.ID)
+		f.wantIDs(f.list(store.ListQuery{NameContains: "nothing like it", Limit: 10}))
+	}},
+	{"list/like-wildcards-escaped", func(t *testing.T, f *fixture) {
+		percent := f.createNamed("100% sure")
+		f.createNamed("1000 sure")
+		underscore := f.createNamed("snake_case")
+		f.createNamed("snakeXcase")
+		backslash := f.createNamed(`back\slash`)
+		f.createNamed("backslash")
+		star := f.createNamed("star*")
+		f.createNamed("starry")
+		bracket := f.createNamed("[ab]c")
+		f.createNamed("ac")
+		for query, want := range map[string]string{
+			"0%": percent.ID, "%": percent.ID, "e_c": underscore.ID, "_": underscore.ID,
+			`k\s`: backslash.ID, `\`: backslash.ID, "r*": star.ID, "[ab]": bracket.ID,
+		} {
+			f.wantIDs(f.list(store.ListQuery{NameContains: query, Limit: 20}), want)
+		}
+	}},
+	{"list/by-hash", func(t *testing.T, f *fixture) {
+		f.create(f.newKey())
+		b := f.create(f.newKey())
+		f.create(f.newKey())
+		f.wantIDs(f.list(store.ListQuery{Hash: b.Hash, Limit: 10}), b.ID)
+		f.wantIDs(f.list(store.ListQuery{Hash: randomHash(t), Limit: 10}))
+	}},
+	{"list/by-start-prefix", func(t *testing.T, f *fixture) {
+		c123 := f.createStart("kw_live_AbC123")
+		d999 := f.createStart("kw_live_AbD999")
+		f.createStart("kw_test_AbC123")
+		f.wantIDs(f.list(store.ListQuery{StartPrefix: "kw_live_Ab", Limit: 10}), c123.ID, d999.ID)
+		f.wantIDs(f.list(store.ListQuery{StartPrefix: "kw_live_AbC", Limit: 10}), c123.ID)
+		f.wantIDs(f.list(store.ListQuery{StartPrefix: "kw_live_X", Limit: 10}))
+	}},
+	{"list/start-prefix-case-sensitive", func(t *testing.T, f *fixture) {
+		lower := f.createStart("kw_live_abc111")
+		f.createStart("kw_live_ABC111")
+		f.wantIDs(f.list(store.ListQuery{StartPrefix: "kw_live_abc", Limit: 10}), lower.ID)
+	}},
+	{"list/start-prefix-wildcards-escaped", func(t *testing.T, f *fixture) {
+		underscore := f.createStart("kw_live_AAA")
+		f.createStart("kwXliveXAAA")
+		star := f.createStart("kw*")
+		question := f.createStart("kw?x")
+		bracket := f.createStart("k[w]")
+		percent := f.createStart("k%w")
+		for prefix, want := range map[string]string{
+			"kw_": underscore.ID, "kw*": star.ID, "kw?": question.ID, "k[": bracket.ID, "k%": percent.ID,
+		} {
+			f.wantIDs(f.list(store.ListQuery{StartPrefix: prefix, Limit: 20}), want)
+		}
+	}},
+	{"list/by-longer-typed-prefix", func(t *testing.T, f *fixture) {
+		k := f.createStart("kw_live_AbC123")
+		f.createStart("kw_live_ZZZ999")
+		f.createStart("") // an empty start is a prefix of everything, but must not match
+		f.createStart("kw_live_AbC1234567")
+		typed := "kw_live_AbC123" + "xYz0987654321"
+		f.wantIDs(f.list(store.ListQuery{StartPrefix: typed, Limit: 10}), k.ID)
+	}},
+	{"list/filters-are-ored", func(t *testing.T, f *fixture) {
+		byName := f.createNamed("billing")
+		byHash := f.create(f.newKey())
+		byStart := f.createStart("kw_live_Pre123")
+		f.createNamed("unrelated")
+		got := f.list(store.ListQuery{NameContains: "BILL", Hash: byHash.Hash, StartPrefix: "kw_live_Pre", Limit: 10})
+		f.wantIDs(got, byName.ID, byHash.ID, byStart.ID)
+	}},
+	{"list/filter-with-after-id", func(t *testing.T, f *fixture) {
+		a := f.createNamed("match one")
+		f.createNamed("other")
+		c := f.createNamed("match two")
+		f.wantIDs(f.list(store.ListQuery{NameContains: "match", AfterID: a.ID, Limit: 10}), c.ID)
+	}},
+}
+
+// fixture is one test's store and helpers bound to it.
+type fixture struct {
+	t   *testing.T
+	s   store.Store
+	ctx context.Context
+	n   atomic.Int64
+	// lastList describes the latest List call, for wantIDs' messages.
+	lastList string
+}
+
+// newKey returns a valid, distinct key whose id sorts after every earlier one.
+func (f *fixture) newKey() *keys.Key {
+	n := f.n.Add(1)
+	return &keys.Key{
+		ID:          fmt.Sprintf("key_%08d", n),
+		Name:        fmt.Sprintf("key %d", n),
+		Environment: "test",
+		State:       keys.StateActive,
+		Hash:        randomHash(f.t),
+		Start:       "kw_test_" + randomText(f.t, 6),
+		Last4:       randomText(f.t, 4),
+		Scopes:      []string{"keys:read"},
+		Metadata:    map[string]string{"team": "core"},
+	}
+}
+
+func (f *fixture) create(k *keys.Key) *keys.Key {
+	f.t.Helper()
+	got, err := f.s.Create(f.ctx, k, "")
+	if err != nil {
+		f.t.Fatalf("Create %s: %v", k.ID, err)
+	}
+	return got
+}
+
+func (f *fixture) createNamed(name string) *keys.Key {
+	f.t.Helper()
+	k := f.newKey()
+	k.Name = name
+	return f.create(k)
+}
+
+func (f *fixture) createStart(start string) *keys.Key {
+	f.t.Helper()
+	k := f.newKey()
+	k.Start = start
+	return f.create(k)
+}
+
+func (f *fixture) get(id string) *keys.Key {
+	f.t.Helper()
+	k, err := f.s.Get(f.ctx, id)
+	if err != nil {
+		f.t.Fatalf("Get %s: %v", id, err)
+	}
+	return k
+}
+
+func (f *fixture) delete(id string) {
+	f.t.Helper()
+	if _, err := f.s.Delete(f.ctx, id, nil); err != nil {
+		f.t.Fatalf("Delete %s: %v", id, err)
+	}
+}
+
+func (f *fixture) list(q store.ListQuery) []*keys.Key {
+	f.t.Helper()
+	f.lastList = fmt.Sprintf("List(%+v)", q)
+	ks, err := f.s.List(f.ctx, q)
+	if err != nil {
+		f.t.Fatalf("%s: %v", f.lastList, err)
+	}
+	return ks
+}
+
+func (f *fixture) wantNotFound(id string) {
+	f.t.Helper()
+	_, err := f.s.Get(f.ctx, id)
+	if !errors.Is(err, keys.ErrNotFound) {
+		f.t.Errorf("Get %s: err = %v, want not found", id, err)
+	}
+}
+
+func (f *fixture) wantNotFoundByHash(hash []byte) {
+	f.t.Helper()
+	_, err := f.s.GetByHash(f.ctx, hash)
+	if !errors.Is(err, keys.ErrNotFound) {
+		f.t.Errorf("GetByHash: err = %v, want not found", err)
+	}
+}
+
+// wantIDs fails unless ks are the keys with these ids, in this order. The
+// failure names the List call, as several are checked in one test.
+func (f *fixture) wantIDs(ks []*keys.Key, want ...string) {
+	f.t.Helper()
+	got := make([]string, 0, len(ks))
+	for _, k := range ks {
+		got = append(got, k.ID)
+	}
+	if !slices.Equal(got, want) {
+		f.t.Errorf("%s: ids = %q, want %q", f.lastList, got, want)
+	}
+}
+
+// wantEqual fails unless got is want field by field, in the normalised form
+// store.Store promises: UTC microsecond times, non-nil Scopes and Metadata.
+func (f *fixture) wantEqual(what string, want, got *keys.Key) {
+	f.t.Helper()
+	if got == nil {
+		f.t.Errorf("%s: nil key", what)
+		return
+	}
+	var d []string
+	add := func(field string, w, g any) { d = append(d, fmt.Sprintf("%s = %v, want %v", field, g, w)) }
+	if got.ID != want.ID {
+		add("ID", want.ID, got.ID)
+	}
+	if got.Name != want.Name {
+		add("Name", want.Name, got.Name)
+	}
+	if got.Description != want.Description {
+		add("Description", want.Description, got.Description)
+	}
+	if got.Environment != want.Environment {
+		add("Environment", want.Environment, got.Environment)
+	}
+	if got.State != want.State {
+		add("State", want.State, got.State)
+	}
+	if !bytes.Equal(got.Hash, want.Hash) {
+		add("Hash", "the expected hash", "another") // never print hashes
+	}
+	if got.Start != want.Start {
+		add("Start", want.Start, got.Start)
+	}
+	if got.Last4 != want.Last4 {
+		add("Last4", want.Last4, got.Last4)
+	}
+	if got.Scopes == nil || !slices.Equal(got.Scopes, want.Scopes) {
+		add("Scopes", fmt.Sprintf("%#v", want.Scopes), fmt.Sprintf("%#v", got.Scopes))
+	}
+	if got.Metadata == nil || !maps.Equal(got.Metadata, want.Metadata) {
+		add("Metadata", fmt.Sprintf("%#v", want.Metadata), fmt.Sprintf("%#v", got.Metadata))
+	}
+	for _, c := range []struct {
+		field     string
+		want, got time.Time
+	}{
+		{"CreateTime", want.CreateTime, got.CreateTime},
+		{"UpdateTime", want.UpdateTime, got.UpdateTime},
+		{"ExpireTime", want.ExpireTime, got.ExpireTime},
+		{"LastUsed", want.LastUsed, got.LastUsed},
+	} {
+		if !c.got.Equal(c.want) || c.got.Location() != time.UTC || c.got.Nanosecond()%1000 != 0 {
+			add(c.field, c.want, c.got)
+		}
+	}
+	if got.Version != want.Version {
+		add("Version", want.Version, got.Version)
+	}
+	if len(d) > 0 {
+		f.t.Errorf("%s %s:\n  %s", what, want.ID, strings.Join(d, "\n  "))
+	}
+}
+
+// stored is k as a store returns it, but for the fields the store sets.
+func stored(k *keys.Key) *keys.Key {
+	c := k.Clone()
+	if c.Scopes == nil {
+		c.Scopes = []string{}
+	}
+	if c.Metadata == nil {
+		c.Metadata = map[string]string{}
+	}
+	micro := func(t time.Time) time.Time {
+		if t.IsZero() {
+			return t
+		}
+		return t.UTC().Truncate(time.Microsecond)
+	}
+	c.CreateTime, c.UpdateTime = micro(c.CreateTime), micro(c.UpdateTime)
+	c.ExpireTime, c.LastUsed = micro(c.ExpireTime), micro(c.LastUsed)
+	return c
+}
+
+func wantIs(t *testing.T, err, target error) {
+	t.Helper()
+	if !errors.Is(err, target) {
+		t.Fatalf("err = %v, want %v", err, target)
+	}
+}
+
+// wantNoSecret fails if err's text carries hash, raw or in hex.
+func wantNoSecret(t *testing.T, err error, hash []byte) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	msg := err.Error()
+	if strings.Contains(msg, string(hash)) || strings.Contains(strings.ToLower(msg), hex.EncodeToString(hash)) {
+		t.Errorf("error text carries a key hash: %q", msg)
+	}
+}
+
+func randomHash(t testing.TB) []byte {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func randomText(t testing.TB, n int) string {
+	const alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
