@@ -14,7 +14,7 @@ PROTOC_GEN_OPENAPI := github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-opena
 GRPCURL := github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
 GOOGLEAPIS_MOD := github.com/grpc-ecosystem/grpc-gateway@v1.16.0
 
-.PHONY: all build run test test-short bench generate lint check-generated tools ci-deps clean
+.PHONY: grpcurl all build run test test-short bench generate lint check-generated tools ci-deps clean
 
 all: build
 
@@ -43,6 +43,7 @@ $(TOOLBIN)/protoc-gen-grpc-gateway:
 	GOBIN=$(TOOLBIN) $(GO) install $(PROTOC_GEN_GATEWAY)
 $(TOOLBIN)/protoc-gen-openapiv2:
 	GOBIN=$(TOOLBIN) $(GO) install $(PROTOC_GEN_OPENAPI)
+grpcurl: $(TOOLBIN)/grpcurl
 $(TOOLBIN)/grpcurl:
 	GOBIN=$(TOOLBIN) $(GO) install $(GRPCURL)
 $(TOOLS)/node_modules/.bin/buf:
@@ -76,7 +77,7 @@ check-generated: generate
 # What CI needs beyond Go: the code generators, grpcurl for the README's gRPC
 # walk-through, and curl and jq for its REST walk-through.
 APT_GET := $(shell command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo) apt-get
-ci-deps: tools $(TOOLBIN)/grpcurl
+ci-deps: tools grpcurl
 	@missing=""; for c in curl jq; do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 	  $(APT_GET) update -qq && $(APT_GET) install -y -qq -o DPkg::Lock::Timeout=600 $$missing; \

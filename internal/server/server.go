@@ -14,6 +14,7 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -184,11 +185,21 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-// errorHandler is grpc-gateway's default, plus the WWW-Authenticate header
-// that RFC 6750 asks for on 401.
+// errorHandler is grpc-gateway's default, with an RFC 6750 challenge on 401:
+// the default handler puts the status message into WWW-Authenticate, which
+// is not a valid challenge, so the header is replaced as the status is written.
 func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
-	if runtime.HTTPStatusFromCode(status.Code(err)) == http.StatusUnauthorized {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="keyward"`)
+	if status.Code(err) == codes.Unauthenticated {
+		w = challengeWriter{w}
 	}
 	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
+}
+
+type challengeWriter struct{ http.ResponseWriter }
+
+func (c challengeWriter) WriteHeader(code int) {
+	if code == http.StatusUnauthorized {
+		c.Header().Set("WWW-Authenticate", `Bearer realm="keyward"`)
+	}
+	c.ResponseWriter.WriteHeader(code)
 }

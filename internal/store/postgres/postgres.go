@@ -196,7 +196,8 @@ func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 // timeouts — and the server's connection and resource errors are
 // keys.ErrUnavailable, so clients know to retry.
 func translate(ctx context.Context, err error) error {
-	if err == nil || errors.Is(err, pgx.ErrNoRows) {
+	if err == nil || errors.Is(err, pgx.ErrNoRows) ||
+		errors.Is(err, keys.ErrAlreadyExists) || errors.Is(err, keys.ErrUnavailable) { // translated already
 		return err
 	}
 	var pe *pgconn.PgError

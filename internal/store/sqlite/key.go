@@ -158,7 +158,7 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*keys.Key) error)
 		if before, err = getOne(ctx, tx, "id = ?", id); err != nil {
 			return err
 		}
-		after = before
+		after = before.Clone()
 		if err := fn(after); err != nil {
 			return err
 		}

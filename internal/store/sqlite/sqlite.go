@@ -92,7 +92,11 @@ func Open(ctx context.Context, path string) (*Store, error) {
 // proceed during a write; synchronous stays at its default, FULL, so a
 // committed revocation survives a power cut.
 func dsn(abs string) string {
-	u := url.URL{Scheme: "file", Path: filepath.ToSlash(abs)}
+	p := filepath.ToSlash(abs)
+	if !strings.HasPrefix(p, "/") { // C:/dir on Windows
+		p = "/" + p
+	}
+	u := url.URL{Scheme: "file", Path: p}
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout("+strconv.Itoa(int(busyTimeout.Milliseconds()))+")")
 	q.Add("_pragma", "journal_mode(WAL)")
@@ -235,13 +239,13 @@ func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 func (s *Store) tryTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE, from the DSN
 	if err != nil {
-		return err
+		return translate(err)
 	}
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback() // the error that matters is fn's
 		return err
 	}
-	return tx.Commit()
+	return translate(tx.Commit())
 }
 
 func isBusy(err error) bool {
@@ -259,10 +263,10 @@ func isBusy(err error) bool {
 // translate maps SQLite result codes onto the store's error contract. The
 // original error stays wrapped for logs; SQLite's messages name columns, never
 // values, so no key material leaks through them. Errors that are not SQLite's
-// (fn's, context cancellation) pass through.
+// (fn's, context cancellation) pass through, as do errors already translated.
 func translate(err error) error {
 	var se *sqlite.Error
-	if !errors.As(err, &se) {
+	if !errors.As(err, &se) || errors.Is(err, keys.ErrAlreadyExists) || errors.Is(err, keys.ErrUnavailable) {
 		return err
 	}
 	switch se.Code() {
