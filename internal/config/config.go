@@ -12,7 +12,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/keyward/keyward/internal/keymat"
 )
@@ -25,8 +27,14 @@ type Config struct {
 	DataDir      string
 	RedisAddr    string
 	Environments []string
-	LogLevel     slog.Level
-	LogFormat    string
+	// LocalCache keeps validated keys in process. It is on by default and
+	// only then coherent across instances through Redis (or with one embedded
+	// instance); with Postgres and no Redis it is switched off at start.
+	LocalCache        bool
+	LocalCacheEntries int
+	NegativeCacheTTL  time.Duration
+	LogLevel          slog.Level
+	LogFormat         string
 	// AdminKey comes only from KEYWARD_ADMIN_KEY, never a flag: flags show in ps.
 	AdminKey string `json:"-"`
 }
@@ -46,6 +54,9 @@ func Parse(name string, args []string, getenv func(string) string) (*Config, err
 	fs.StringVar(&c.PostgresDSN, "postgres-dsn", env("KEYWARD_POSTGRES_DSN", ""), "Postgres DSN; empty uses an embedded SQLite file in the data dir (KEYWARD_POSTGRES_DSN)")
 	fs.StringVar(&c.DataDir, "data-dir", env("KEYWARD_DATA_DIR", "./keyward-data"), "directory for the SQLite file and admin.key (KEYWARD_DATA_DIR)")
 	fs.StringVar(&c.RedisAddr, "redis-addr", env("KEYWARD_REDIS_ADDR", ""), "Redis address; comma-separated for a cluster; empty keeps the cache in process (KEYWARD_REDIS_ADDR)")
+	fs.BoolVar(&c.LocalCache, "local-cache", env("KEYWARD_LOCAL_CACHE", "true") == "true", "keep validated keys in process (KEYWARD_LOCAL_CACHE)")
+	fs.IntVar(&c.LocalCacheEntries, "local-cache-entries", atoi(env("KEYWARD_LOCAL_CACHE_ENTRIES", "100000")), "most keys held in process (KEYWARD_LOCAL_CACHE_ENTRIES)")
+	fs.DurationVar(&c.NegativeCacheTTL, "negative-cache-ttl", duration(env("KEYWARD_NEGATIVE_CACHE_TTL", "5s")), "how long an unknown key is remembered as unknown (KEYWARD_NEGATIVE_CACHE_TTL)")
 	envs := fs.String("environments", env("KEYWARD_ENVIRONMENTS", "live,test"), "comma-separated environments keys may belong to (KEYWARD_ENVIRONMENTS)")
 	level := fs.String("log-level", env("KEYWARD_LOG_LEVEL", "info"), "debug, info, warn or error (KEYWARD_LOG_LEVEL)")
 	fs.StringVar(&c.LogFormat, "log-format", env("KEYWARD_LOG_FORMAT", "text"), "text or json (KEYWARD_LOG_FORMAT)")
@@ -81,6 +92,12 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("--environments: %q: want 1-16 lowercase letters or digits, starting with a letter", e))
 		}
 	}
+	if c.LocalCacheEntries < 1 {
+		errs = append(errs, errors.New("--local-cache-entries: must be at least 1"))
+	}
+	if c.NegativeCacheTTL < 0 || c.NegativeCacheTTL > time.Hour {
+		errs = append(errs, errors.New("--negative-cache-ttl: want between 0 and 1h"))
+	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.LogFormat))
 	}
@@ -90,6 +107,24 @@ func (c *Config) validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// atoi and duration turn a malformed environment value into an invalid one
+// that validate reports, instead of silently using the default.
+func atoi(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+func duration(s string) time.Duration {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return -1
+	}
+	return d
 }
 
 // AdminKeyFile is where a generated admin key is written.
