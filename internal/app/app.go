@@ -5,8 +5,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/keyward/keyward/internal/adminauth"
+	"github.com/keyward/keyward/internal/cache"
 	"github.com/keyward/keyward/internal/config"
 	"github.com/keyward/keyward/internal/keyservice"
 	"github.com/keyward/keyward/internal/server"
@@ -34,10 +39,12 @@ func OpenStore(ctx context.Context, cfg *config.Config) (store.Store, error) {
 
 // App is a wired Keyward instance with its listeners bound.
 type App struct {
-	cfg   *config.Config
-	log   *slog.Logger
-	store store.Store
-	srv   *server.Server
+	cfg    *config.Config
+	log    *slog.Logger
+	store  store.Store
+	srv    *server.Server
+	caches *cache.Cache
+	redis  redis.UniversalClient // nil without --redis-addr
 }
 
 // New opens the store, bootstraps the admin key and binds the listeners.
@@ -58,10 +65,39 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *App, err
 		return nil, fmt.Errorf("bootstrap admin key: %w", err)
 	}
 
-	lookup := validate.LookupFunc(st.GetByHash)
+	ready := map[string]server.Checker{"store": st}
+	var rdb redis.UniversalClient
+	if cfg.RedisAddr != "" {
+		rdb = redis.NewUniversalClient(&redis.UniversalOptions{
+			Addrs: strings.Split(cfg.RedisAddr, ","),
+			// Validate falls back to the store when Redis is slow or gone;
+			// short timeouts keep that fallback fast.
+			DialTimeout:  250 * time.Millisecond,
+			ReadTimeout:  250 * time.Millisecond,
+			WriteTimeout: 250 * time.Millisecond,
+			PoolTimeout:  250 * time.Millisecond,
+		})
+		ready["redis"] = redisPing{rdb}
+	}
+	local := cfg.LocalCache
+	if local && rdb == nil && cfg.PostgresDSN != "" {
+		// Several instances may share this Postgres, and without Redis they
+		// could not tell each other about revocations.
+		log.WarnContext(ctx, "in-process cache off: with Postgres it needs --redis-addr to stay coherent across instances")
+		local = false
+	}
+	caches := cache.New(cache.Options{
+		Store:        st.GetByHash,
+		Redis:        rdb,
+		Local:        local,
+		LocalEntries: cfg.LocalCacheEntries,
+		NegativeTTL:  cfg.NegativeCacheTTL,
+		Logger:       log,
+	})
 	svc := keyservice.New(keyservice.Options{
 		Store:        st,
-		Verifier:     validate.New(lookup, nil),
+		Verifier:     validate.New(caches, nil),
+		Caches:       caches,
 		Environments: cfg.Environments,
 		Logger:       log,
 	})
@@ -69,15 +105,22 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *App, err
 		GRPCAddr: cfg.GRPCAddr,
 		HTTPAddr: cfg.HTTPAddr,
 		Service:  svc,
-		Auth:     adminauth.New(lookup, nil),
-		Ready:    map[string]server.Checker{"store": st},
+		Auth:     adminauth.New(caches, nil),
+		Ready:    ready,
 		Logger:   log,
 	})
 	if err != nil {
+		if rdb != nil {
+			rdb.Close()
+		}
 		return nil, err
 	}
-	return &App{cfg: cfg, log: log, store: st, srv: srv}, nil
+	return &App{cfg: cfg, log: log, store: st, srv: srv, caches: caches, redis: rdb}, nil
 }
+
+type redisPing struct{ c redis.UniversalClient }
+
+func (r redisPing) Ping(ctx context.Context) error { return r.c.Ping(ctx).Err() }
 
 // GRPCAddr and HTTPAddr are the bound listener addresses.
 func (a *App) GRPCAddr() string { return a.srv.GRPCAddr() }
@@ -86,6 +129,13 @@ func (a *App) HTTPAddr() string { return a.srv.HTTPAddr() }
 // Run serves until ctx ends, then stops gracefully and closes the store.
 func (a *App) Run(ctx context.Context) error {
 	defer a.store.Close()
+	if a.redis != nil {
+		defer a.redis.Close()
+	}
+	cctx, stopCache := context.WithCancel(ctx)
+	cacheDone := make(chan struct{})
+	go func() { a.caches.Run(cctx); close(cacheDone) }()
+	defer func() { stopCache(); <-cacheDone }()
 	admin := a.cfg.AdminKeyFile()
 	if a.cfg.AdminKey != "" {
 		admin = "(from KEYWARD_ADMIN_KEY)"

@@ -79,3 +79,12 @@ func (k *Key) Clone() *Key {
 	}
 	return &c
 }
+
+// Change is what a secret's hash resolves to after a committed write: Key,
+// or nothing (Key nil) from Version on. Caches install changes so they never
+// have to guess.
+type Change struct {
+	Hash    []byte
+	Key     *Key
+	Version int64
+}

@@ -56,12 +56,21 @@ func (s *Service) CreateKey(ctx context.Context, req *keywardv1.CreateKeyRequest
 		return nil, fmt.Errorf("generate secret: %w", err)
 	}
 	setSecret(k, secret)
-	created, err := s.store.Create(ctx, k, req.GetRequestId())
+	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
+	var created *keys.Key
+	// No cache can know a hash that has never existed, but going through the
+	// coordinator keeps a single path for every write.
+	err = s.caches.Write(ctx, [][]byte{k.Hash}, func(ctx context.Context) ([]keys.Change, error) {
+		c, err := s.store.Create(ctx, k, req.GetRequestId())
+		if err != nil {
+			return nil, err
+		}
+		created = c
+		return []keys.Change{{Hash: c.Hash, Key: c, Version: c.Version}}, nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("create key: %w", err)
-	}
-	if err := s.afterWrite(ctx, nil, created); err != nil {
-		return nil, err
 	}
 	s.log.InfoContext(ctx, "key created", "key_id", created.ID, "environment", created.Environment)
 	return &keywardv1.CreateKeyResponse{Key: toProto(created), Secret: secret.String()}, nil

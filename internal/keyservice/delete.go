@@ -1,10 +1,12 @@
 package keyservice
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 
 	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
+	"github.com/keyward/keyward/internal/keys"
 )
 
 // DeleteKey removes a key; once it returns, its secret is refused.
@@ -12,12 +14,30 @@ func (s *Service) DeleteKey(ctx context.Context, req *keywardv1.DeleteKeyRequest
 	if err := checkID(req.GetKeyId()); err != nil {
 		return nil, err
 	}
-	deleted, err := s.store.Delete(ctx, req.GetKeyId(), checkEtag(req.GetEtag()))
+	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
+	cur, err := s.store.Get(ctx, req.GetKeyId())
 	if err != nil {
 		return nil, fmt.Errorf("delete key %s: %w", req.GetKeyId(), err)
 	}
-	if err := s.afterWrite(ctx, deleted, nil); err != nil {
-		return nil, err
+	var deleted *keys.Key
+	err = s.caches.Write(ctx, [][]byte{cur.Hash}, func(ctx context.Context) ([]keys.Change, error) {
+		d, err := s.store.Delete(ctx, req.GetKeyId(), func(k *keys.Key) error {
+			if !bytes.Equal(k.Hash, cur.Hash) {
+				// Regenerated since we looked: the new hash was not made
+				// uncacheable, so refuse; the caller retries.
+				return keys.ErrConflict
+			}
+			return checkEtag(req.GetEtag())(k)
+		})
+		if err != nil {
+			return nil, err
+		}
+		deleted = d
+		return []keys.Change{{Hash: d.Hash, Version: d.Version + 1}}, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("delete key %s: %w", req.GetKeyId(), err)
 	}
 	s.log.InfoContext(ctx, "key deleted", "key_id", deleted.ID)
 	return &keywardv1.DeleteKeyResponse{}, nil

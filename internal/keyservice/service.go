@@ -1,6 +1,7 @@
 package keyservice
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,21 +14,19 @@ import (
 	"github.com/keyward/keyward/internal/validate"
 )
 
-// ChangeNotifier learns of every committed write before the RPC returns, so
-// that no validation starting afterwards can see the old state. before is nil
-// for a create, after is nil for a delete. An error means the change is
-// committed but its propagation is not confirmed; the RPC then fails so the
-// caller retries (every write here is safe to retry).
-type ChangeNotifier interface {
-	KeyChanged(ctx context.Context, before, after *keys.Key) error
+// Coordinator runs every write so that no cache can serve the state it
+// replaces: see cache.Cache.Write. hashes are the secrets' hashes whose
+// answer the write may change; commit performs the store write and reports
+// what those hashes resolve to afterwards.
+type Coordinator interface {
+	Write(ctx context.Context, hashes [][]byte, commit func(context.Context) ([]keys.Change, error)) error
 }
 
 // Options configures a Service.
 type Options struct {
 	Store    store.Store
 	Verifier *validate.Verifier
-	// Notifier may be nil when nothing caches keys.
-	Notifier ChangeNotifier
+	Caches   Coordinator
 	// Environments a key may be created in; empty means "live" and "test".
 	Environments []string
 	Logger       *slog.Logger
@@ -39,7 +38,7 @@ type Service struct {
 	keywardv1.UnimplementedKeyServiceServer
 	store    store.Store
 	verifier *validate.Verifier
-	notifier ChangeNotifier
+	caches   Coordinator
 	envs     map[string]bool
 	log      *slog.Logger
 	now      func() time.Time
@@ -49,7 +48,7 @@ var _ keywardv1.KeyServiceServer = (*Service)(nil)
 
 // New returns a Service.
 func New(o Options) *Service {
-	s := &Service{store: o.Store, verifier: o.Verifier, notifier: o.Notifier, log: o.Logger, now: o.Now, envs: map[string]bool{}}
+	s := &Service{store: o.Store, verifier: o.Verifier, caches: o.Caches, log: o.Logger, now: o.Now, envs: map[string]bool{}}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -65,31 +64,54 @@ func New(o Options) *Service {
 	return s
 }
 
-// afterWrite is the single home of cache invalidation: every successful
-// write calls it before its RPC returns.
-func (s *Service) afterWrite(ctx context.Context, before, after *keys.Key) error {
-	if s.notifier == nil {
-		return nil
-	}
-	if err := s.notifier.KeyChanged(ctx, before, after); err != nil {
-		return fmt.Errorf("propagate change (the write is committed; retry to confirm): %w", errors.Join(keys.ErrUnavailable, err))
-	}
-	return nil
-}
+// writeTimeout bounds a write, so a hung store cannot hold cache markers
+// (and the caller) indefinitely.
+const writeTimeout = 30 * time.Second
 
-// update runs fn on key id in one store transaction, then afterWrite.
+// errHashMoved: the key's secret changed between reading it and writing it
+// (a concurrent regenerate); the write is retried with the new hash.
+var errHashMoved = errors.New("secret changed concurrently")
+
+// update runs fn on key id in one store transaction, coordinated with the caches.
 func (s *Service) update(ctx context.Context, id string, fn func(*keys.Key) error) (*keys.Key, error) {
 	if err := checkID(id); err != nil {
 		return nil, err
 	}
-	before, after, err := s.store.Update(ctx, id, fn)
-	if err != nil {
-		return nil, fmt.Errorf("update key %s: %w", id, err)
+	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		cur, err := s.store.Get(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("update key %s: %w", id, err)
+		}
+		var after *keys.Key
+		err = s.caches.Write(ctx, [][]byte{cur.Hash}, func(ctx context.Context) ([]keys.Change, error) {
+			before, a, err := s.store.Update(ctx, id, func(k *keys.Key) error {
+				if !bytes.Equal(k.Hash, cur.Hash) {
+					return errHashMoved
+				}
+				return fn(k)
+			})
+			if err != nil {
+				return nil, err
+			}
+			after = a
+			changes := []keys.Change{{Hash: a.Hash, Key: a, Version: a.Version}}
+			if !bytes.Equal(before.Hash, a.Hash) {
+				changes = append(changes, keys.Change{Hash: before.Hash, Version: a.Version})
+			}
+			return changes, nil
+		})
+		switch {
+		case errors.Is(err, errHashMoved) && attempt < 3:
+			continue
+		case errors.Is(err, errHashMoved):
+			return nil, fmt.Errorf("update key %s: %w", id, keys.ErrConflict)
+		case err != nil:
+			return nil, fmt.Errorf("update key %s: %w", id, err)
+		}
+		return after, nil
 	}
-	if err := s.afterWrite(ctx, before, after); err != nil {
-		return nil, err
-	}
-	return after, nil
 }
 
 // checkEtag returns a function failing with ErrConflict unless etag is empty

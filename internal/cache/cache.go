@@ -1,0 +1,306 @@
+package cache
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/keyward/keyward/internal/keys"
+)
+
+// StoreLookup reads the source of truth by hash; keys.ErrNotFound for none.
+type StoreLookup func(ctx context.Context, hash []byte) (*keys.Key, error)
+
+// Options configures a Cache. The zero durations get the defaults below.
+type Options struct {
+	Store StoreLookup
+	// Redis is the shared tier and invalidation channel; nil for none.
+	Redis redis.UniversalClient
+	// Local enables the in-process tier. Without Redis it is coherent only
+	// for a single instance (the embedded default); the caller decides.
+	Local             bool
+	LocalEntries      int
+	LocalBytes        int
+	TTL               time.Duration // positive entries, both tiers
+	NegativeTTL       time.Duration // "no such key", both tiers
+	Lease             time.Duration
+	HeartbeatInterval time.Duration
+	Logger            *slog.Logger
+}
+
+// Cache is the tiered lookup behind Validate and the write coordinator the
+// key service calls around every write.
+type Cache struct {
+	o       Options
+	store   StoreLookup
+	local   *local // nil when off
+	redis   *redisTier
+	bus     *bus
+	flight  singleflight.Group
+	start   time.Time
+	log     *slog.Logger
+	skipRed atomic.Int64 // clock reading until which Redis is skipped after an error
+}
+
+// New builds a Cache; call Run to start the invalidation stream when Redis is set.
+func New(o Options) *Cache {
+	if o.TTL == 0 {
+		o.TTL = 10 * time.Minute
+	}
+	if o.NegativeTTL == 0 {
+		o.NegativeTTL = 5 * time.Second
+	}
+	if o.Lease == 0 {
+		o.Lease = 250 * time.Millisecond
+	}
+	if o.HeartbeatInterval == 0 {
+		o.HeartbeatInterval = 50 * time.Millisecond
+	}
+	if o.LocalEntries == 0 {
+		o.LocalEntries = 100_000
+	}
+	if o.LocalBytes == 0 {
+		o.LocalBytes = 256 << 20
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	c := &Cache{o: o, store: o.Store, start: time.Now(), log: o.Logger}
+	if o.Local {
+		c.local = newLocal(o.LocalEntries, o.LocalBytes)
+	}
+	if o.Redis != nil {
+		// Pending markers outlive any store statement (bounded by the write
+		// timeout) by far; if a writer dies, its marker lapses and readers
+		// fill from the store again.
+		c.redis = &redisTier{c: o.Redis, ttl: o.TTL, negativeTTL: o.NegativeTTL, pendingTTL: 2 * time.Minute}
+		l := c.local
+		if l == nil {
+			l = newLocal(1, 1024) // nothing is cached in it, but the bus still needs a target
+		}
+		c.bus = newBus(o.Redis, l, c.now, o.Lease, o.HeartbeatInterval, o.Logger)
+	}
+	return c
+}
+
+// now is a monotonic clock reading in nanoseconds. Only differences of it
+// are used, never compared with another machine's.
+func (c *Cache) now() int64 { return int64(time.Since(c.start)) }
+
+// Run keeps the invalidation stream until ctx ends; it returns at once without Redis.
+func (c *Cache) Run(ctx context.Context) {
+	if c.bus != nil {
+		c.bus.run(ctx)
+	}
+}
+
+// ByHash finds the key for a secret's hash through the tiers.
+func (c *Cache) ByHash(ctx context.Context, hash []byte) (*keys.Key, error) {
+	if len(hash) != 32 {
+		return nil, keys.ErrNotFound
+	}
+	h := [32]byte(hash)
+	now := c.now()
+	trusted := c.local != nil && (c.bus == nil || c.bus.fresh(now))
+	if trusted {
+		if e, ok := c.local.get(&h, now); ok {
+			return found(e)
+		}
+	}
+	var st stamp
+	if c.local != nil {
+		st = c.local.stamp(&h)
+	}
+	// Only lookups that started from the same cache state share a flight: a
+	// lookup starting after an invalidation must not get an older read.
+	flightKey := fmt.Sprintf("%x/%d/%d", h, st.epoch, st.gen)
+	v, err, _ := c.flight.Do(flightKey, func() (any, error) { return c.miss(ctx, &h) })
+	if err != nil {
+		return nil, err
+	}
+	res := v.(missResult)
+	if trusted && res.cacheable {
+		e := *res.e
+		ttl := c.o.TTL
+		if e.key == nil {
+			ttl = c.o.NegativeTTL
+		}
+		e.expires = c.now() + int64(ttl)
+		c.local.put(&h, &e, st)
+	}
+	return found(res.e)
+}
+
+func found(e *entry) (*keys.Key, error) {
+	if e.key == nil {
+		return nil, keys.ErrNotFound
+	}
+	return e.key, nil
+}
+
+type missResult struct {
+	e         *entry
+	cacheable bool // false while a write to this hash is in progress
+}
+
+func (c *Cache) miss(ctx context.Context, h *[32]byte) (missResult, error) {
+	if c.redis != nil && c.now() >= c.skipRed.Load() {
+		e, state, err := c.redis.get(ctx, h)
+		switch {
+		case err != nil:
+			c.redisFailed(ctx, err)
+		case state == redisHit:
+			return missResult{e: e, cacheable: true}, nil
+		case state == redisPending:
+			e, err := c.fromStore(ctx, h)
+			return missResult{e: e}, err
+		default:
+			e, err := c.fromStore(ctx, h)
+			if err != nil {
+				return missResult{}, err
+			}
+			if err := c.redis.fill(ctx, h, e); err != nil {
+				c.redisFailed(ctx, err)
+			}
+			return missResult{e: e, cacheable: true}, nil
+		}
+	}
+	e, err := c.fromStore(ctx, h)
+	// Without Redis the in-process tier is the only one; with Redis
+	// unreachable, the lease has lapsed and nothing is cached in process.
+	return missResult{e: e, cacheable: err == nil}, err
+}
+
+func (c *Cache) fromStore(ctx context.Context, h *[32]byte) (*entry, error) {
+	k, err := c.store(ctx, h[:])
+	if errors.Is(err, keys.ErrNotFound) {
+		return &entry{size: sizeOf(nil)}, nil // version 0: any real write is newer
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &entry{key: k, version: k.Version, size: sizeOf(k)}, nil
+}
+
+// redisFailed makes lookups skip Redis for a moment, so an outage costs one
+// timeout per second rather than one per request.
+func (c *Cache) redisFailed(ctx context.Context, err error) {
+	if c.skipRed.Swap(c.now()+int64(time.Second)) < c.now() {
+		c.log.WarnContext(ctx, "redis unavailable; validating from the store", "err", err)
+	}
+}
+
+// Write runs commit, the store write, so that no instance can serve a cached
+// answer for hashes that the write makes stale:
+//
+//  1. before commit, each hash is marked pending in Redis (readers bypass
+//     every cache for it) and every instance drops its copy and acknowledges
+//     (or its lease lapses); if this fails, commit is not run and the error
+//     wraps keys.ErrUnavailable;
+//  2. commit runs and reports what the hashes resolve to now;
+//  3. the changes replace the markers.
+//
+// If commit fails with keys.ErrUnavailable its outcome is unknown (a broken
+// connection during COMMIT), so the markers stay until they lapse and readers
+// keep going to the store. This is the one place cache invalidation happens.
+func (c *Cache) Write(ctx context.Context, hashes [][]byte, commit func(context.Context) ([]keys.Change, error)) error {
+	w, err := c.begin(ctx, hashes)
+	if err != nil {
+		return err
+	}
+	changes, err := commit(ctx)
+	switch {
+	case err == nil:
+		w.finish(ctx, changes)
+	case errors.Is(err, keys.ErrUnavailable):
+		c.log.WarnContext(ctx, "write outcome unknown; its cache entries stay bypassed until their markers lapse")
+		w.abandon()
+	default:
+		w.finish(ctx, nil)
+	}
+	return err
+}
+
+// write is a write in progress.
+type write struct {
+	c      *Cache
+	token  string
+	hashes [][32]byte
+}
+
+func (c *Cache) begin(ctx context.Context, hashes [][]byte) (*write, error) {
+	w := &write{c: c}
+	for _, h := range hashes {
+		if len(h) == 32 {
+			w.hashes = append(w.hashes, [32]byte(h))
+		}
+	}
+	if c.redis == nil {
+		if c.local != nil {
+			for i := range w.hashes {
+				c.local.begin(&w.hashes[i])
+			}
+		}
+		return w, nil
+	}
+	var tok [12]byte
+	rand.Read(tok[:])
+	w.token = hex.EncodeToString(tok[:])
+	for i := range w.hashes {
+		if err := c.redis.prepare(ctx, &w.hashes[i], w.token); err != nil {
+			w.finish(ctx, nil)
+			return nil, fmt.Errorf("%w: cache coordination: %w", keys.ErrUnavailable, err)
+		}
+	}
+	if err := c.bus.invalidate(ctx, w.hashes); err != nil {
+		w.finish(ctx, nil)
+		return nil, fmt.Errorf("%w: cache coordination: %w", keys.ErrUnavailable, err)
+	}
+	return w, nil
+}
+
+// finish ends the write: with changes after a commit, with none after a
+// write that surely did not happen.
+func (w *write) finish(ctx context.Context, changes []keys.Change) {
+	c := w.c
+	if c.redis == nil {
+		if c.local != nil {
+			for i := range w.hashes {
+				c.local.end(&w.hashes[i])
+			}
+		}
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	for i := range w.hashes {
+		h := &w.hashes[i]
+		var e *entry
+		for _, ch := range changes {
+			if len(ch.Hash) == 32 && [32]byte(ch.Hash) == *h {
+				e = &entry{key: ch.Key, version: ch.Version}
+			}
+		}
+		// A failure leaves the marker to lapse; readers use the store meanwhile.
+		if err := c.redis.finish(ctx, h, w.token, e); err != nil {
+			c.log.WarnContext(ctx, "could not finish a cache write; its marker will lapse", "err", err)
+		}
+	}
+}
+
+// abandon leaves the markers in place. In process, a pending count would
+// never lapse, so the in-process-only mode ends the write but drops the hashes.
+func (w *write) abandon() {
+	if w.c.redis == nil && w.c.local != nil {
+		for i := range w.hashes {
+			w.c.local.end(&w.hashes[i])
+		}
+	}
+}
