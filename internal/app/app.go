@@ -89,6 +89,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *App, err
 	caches := cache.New(cache.Options{
 		Store:        st.GetByHash,
 		Redis:        rdb,
+		Namespace:    cfg.RedisNamespace,
 		Local:        local,
 		LocalEntries: cfg.LocalCacheEntries,
 		NegativeTTL:  cfg.NegativeCacheTTL,

@@ -19,6 +19,7 @@ import (
 // pub/sub channel and keeps this instance's lease.
 type bus struct {
 	c        redis.UniversalClient
+	names    names
 	id       string
 	local    *local
 	clock    func() int64
@@ -39,10 +40,10 @@ type waiter struct {
 	done      chan struct{}
 }
 
-func newBus(c redis.UniversalClient, l *local, clock func() int64, lease, interval time.Duration, log *slog.Logger) *bus {
+func newBus(c redis.UniversalClient, n names, l *local, clock func() int64, lease, interval time.Duration, log *slog.Logger) *bus {
 	var id [8]byte
 	rand.Read(id[:])
-	b := &bus{c: c, id: hex.EncodeToString(id[:]), local: l, clock: clock, lease: lease, interval: interval, log: log, waiting: map[string]*waiter{}}
+	b := &bus{c: c, names: n, id: hex.EncodeToString(id[:]), local: l, clock: clock, lease: lease, interval: interval, log: log, waiting: map[string]*waiter{}}
 	b.confirmed.Store(-1)
 	return b
 }
@@ -57,7 +58,7 @@ func (b *bus) fresh(now int64) bool {
 // applied one at a time, in order: that order is what makes a pong proof
 // that everything published before its ping has been applied.
 func (b *bus) run(ctx context.Context) {
-	ps := b.c.SSubscribe(ctx, invalChannel, ackPrefix+b.id)
+	ps := b.c.SSubscribe(ctx, b.names.inval, b.names.ackPrefix+b.id)
 	defer ps.Close()
 	go b.ping(ctx, ps)
 	for ctx.Err() == nil {
@@ -88,7 +89,7 @@ func (b *bus) run(ctx context.Context) {
 				}
 			}
 		case *redis.Message:
-			if m.Channel == invalChannel {
+			if m.Channel == b.names.inval {
 				b.apply(ctx, m.Payload)
 			} else {
 				b.acked(m.Payload)
@@ -131,7 +132,7 @@ func (b *bus) apply(ctx context.Context, payload string) {
 	go func() {
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.lease)
 		defer cancel()
-		_ = b.c.SPublish(actx, ackPrefix+parts[0], parts[1]).Err()
+		_ = b.c.SPublish(actx, b.names.ackPrefix+parts[0], parts[1]).Err()
 	}()
 }
 
@@ -173,7 +174,7 @@ func (b *bus) invalidate(ctx context.Context, hashes [][32]byte) error {
 		b.mu.Unlock()
 	}()
 
-	n, err := b.c.SPublish(ctx, invalChannel, sb.String()).Result()
+	n, err := b.c.SPublish(ctx, b.names.inval, sb.String()).Result()
 	if err != nil {
 		return fmt.Errorf("publish invalidation: %w", err)
 	}

@@ -24,6 +24,8 @@ type Options struct {
 	Store StoreLookup
 	// Redis is the shared tier and invalidation channel; nil for none.
 	Redis redis.UniversalClient
+	// Namespace separates deployments sharing one Redis; default "kw".
+	Namespace string
 	// Local enables the in-process tier. Without Redis it is coherent only
 	// for a single instance (the embedded default); the caller decides.
 	Local             bool
@@ -73,6 +75,9 @@ func New(o Options) *Cache {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.Namespace == "" {
+		o.Namespace = "kw"
+	}
 	c := &Cache{o: o, store: o.Store, start: time.Now(), log: o.Logger}
 	if o.Local {
 		c.local = newLocal(o.LocalEntries, o.LocalBytes)
@@ -81,12 +86,13 @@ func New(o Options) *Cache {
 		// Pending markers outlive any store statement (bounded by the write
 		// timeout) by far; if a writer dies, its marker lapses and readers
 		// fill from the store again.
-		c.redis = &redisTier{c: o.Redis, ttl: o.TTL, negativeTTL: o.NegativeTTL, pendingTTL: 2 * time.Minute}
+		n := namesFor(o.Namespace)
+		c.redis = &redisTier{c: o.Redis, names: n, ttl: o.TTL, negativeTTL: o.NegativeTTL, pendingTTL: 2 * time.Minute}
 		l := c.local
 		if l == nil {
 			l = newLocal(1, 1024) // nothing is cached in it, but the bus still needs a target
 		}
-		c.bus = newBus(o.Redis, l, c.now, o.Lease, o.HeartbeatInterval, o.Logger)
+		c.bus = newBus(o.Redis, n, l, c.now, o.Lease, o.HeartbeatInterval, o.Logger)
 	}
 	return c
 }

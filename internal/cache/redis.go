@@ -14,14 +14,17 @@ import (
 	"github.com/keyward/keyward/internal/keys"
 )
 
-// Every key shares the hash tag {kw}: in a Redis Cluster, the scripts, the
-// sharded invalidation channel and the acknowledgements then live on one
-// shard, and SPUBLISH's receiver count covers every subscribed instance.
-const (
-	redisKeyPrefix = "{kw}:k:"
-	invalChannel   = "{kw}:inval"
-	ackPrefix      = "{kw}:ack:"
-)
+// names are the Redis keys and channels of one deployment. All share the hash
+// tag {namespace}: in a Redis Cluster the scripts, the sharded invalidation
+// channel and the acknowledgements then live on one shard, and SPUBLISH's
+// receiver count covers every subscribed instance. Deployments sharing a
+// Redis must use different namespaces, or one would see the other's keys.
+type names struct{ keyPrefix, inval, ackPrefix string }
+
+func namesFor(namespace string) names {
+	tag := "{" + namespace + "}"
+	return names{keyPrefix: tag + ":k:", inval: tag + ":inval", ackPrefix: tag + ":ack:"}
+}
 
 // A cached key is a Redis hash: v (version), d (snapshot; empty for "no
 // such key"), pc (writes in progress) and one p:<token> field per writer.
@@ -81,15 +84,16 @@ const (
 
 type redisTier struct {
 	c           redis.UniversalClient
+	names       names
 	ttl         time.Duration
 	negativeTTL time.Duration
 	pendingTTL  time.Duration
 }
 
-func redisKey(h *[32]byte) string { return redisKeyPrefix + hex.EncodeToString(h[:]) }
+func (r *redisTier) key(h *[32]byte) string { return r.names.keyPrefix + hex.EncodeToString(h[:]) }
 
 func (r *redisTier) get(ctx context.Context, h *[32]byte) (*entry, redisState, error) {
-	vals, err := r.c.HMGet(ctx, redisKey(h), "v", "d", "pc").Result()
+	vals, err := r.c.HMGet(ctx, r.key(h), "v", "d", "pc").Result()
 	if err != nil {
 		return nil, redisMiss, fmt.Errorf("redis get: %w", err)
 	}
@@ -121,11 +125,11 @@ func (r *redisTier) fill(ctx context.Context, h *[32]byte, e *entry) error {
 	if e.key == nil {
 		ttl = r.negativeTTL
 	}
-	return fillScript.Run(ctx, r.c, []string{redisKey(h)}, e.version, data, ttl.Milliseconds()).Err()
+	return fillScript.Run(ctx, r.c, []string{r.key(h)}, e.version, data, ttl.Milliseconds()).Err()
 }
 
 func (r *redisTier) prepare(ctx context.Context, h *[32]byte, token string) error {
-	return prepareScript.Run(ctx, r.c, []string{redisKey(h)}, token, r.pendingTTL.Milliseconds()).Err()
+	return prepareScript.Run(ctx, r.c, []string{r.key(h)}, token, r.pendingTTL.Milliseconds()).Err()
 }
 
 // finish ends token's claim on h; e (the post-commit truth) may be nil when
@@ -139,7 +143,7 @@ func (r *redisTier) finish(ctx context.Context, h *[32]byte, token string, e *en
 			return err
 		}
 	}
-	return finishScript.Run(ctx, r.c, []string{redisKey(h)}, token, version, data, r.ttl.Milliseconds()).Err()
+	return finishScript.Run(ctx, r.c, []string{r.key(h)}, token, version, data, r.ttl.Milliseconds()).Err()
 }
 
 // snapshot is a cached key as stored in Redis.

@@ -21,12 +21,14 @@ import (
 
 // Config is everything `keyward serve` needs.
 type Config struct {
-	GRPCAddr     string
-	HTTPAddr     string
-	PostgresDSN  string `json:"-"`
-	DataDir      string
-	RedisAddr    string
-	Environments []string
+	GRPCAddr    string
+	HTTPAddr    string
+	PostgresDSN string `json:"-"`
+	DataDir     string
+	RedisAddr   string
+	// RedisNamespace separates deployments that share one Redis.
+	RedisNamespace string
+	Environments   []string
 	// LocalCache keeps validated keys in process. It is on by default and
 	// only then coherent across instances through Redis (or with one embedded
 	// instance); with Postgres and no Redis it is switched off at start.
@@ -57,6 +59,7 @@ func Parse(name string, args []string, getenv func(string) string) (*Config, err
 	fs.BoolVar(&c.LocalCache, "local-cache", env("KEYWARD_LOCAL_CACHE", "true") == "true", "keep validated keys in process (KEYWARD_LOCAL_CACHE)")
 	fs.IntVar(&c.LocalCacheEntries, "local-cache-entries", atoi(env("KEYWARD_LOCAL_CACHE_ENTRIES", "100000")), "most keys held in process (KEYWARD_LOCAL_CACHE_ENTRIES)")
 	fs.DurationVar(&c.NegativeCacheTTL, "negative-cache-ttl", duration(env("KEYWARD_NEGATIVE_CACHE_TTL", "5s")), "how long an unknown key is remembered as unknown (KEYWARD_NEGATIVE_CACHE_TTL)")
+	fs.StringVar(&c.RedisNamespace, "redis-namespace", env("KEYWARD_REDIS_NAMESPACE", "kw"), "prefix of Keyward's Redis keys and channels; one per deployment sharing a Redis (KEYWARD_REDIS_NAMESPACE)")
 	envs := fs.String("environments", env("KEYWARD_ENVIRONMENTS", "live,test"), "comma-separated environments keys may belong to (KEYWARD_ENVIRONMENTS)")
 	level := fs.String("log-level", env("KEYWARD_LOG_LEVEL", "info"), "debug, info, warn or error (KEYWARD_LOG_LEVEL)")
 	fs.StringVar(&c.LogFormat, "log-format", env("KEYWARD_LOG_FORMAT", "text"), "text or json (KEYWARD_LOG_FORMAT)")
@@ -91,6 +94,9 @@ func (c *Config) validate() error {
 		if !keymat.ValidEnvironment(e) {
 			errs = append(errs, fmt.Errorf("--environments: %q: want 1-16 lowercase letters or digits, starting with a letter", e))
 		}
+	}
+	if c.RedisNamespace == "" || strings.ContainsAny(c.RedisNamespace, "{}") {
+		errs = append(errs, errors.New("--redis-namespace: must be non-empty and without braces"))
 	}
 	if c.LocalCacheEntries < 1 {
 		errs = append(errs, errors.New("--local-cache-entries: must be at least 1"))
