@@ -32,8 +32,12 @@ test:
 test-short:
 	$(GO) test -short -count=1 ./...
 
+# Validate's hot path against baselines, DisableKey with three instances and
+# allocations per Validate; needs Postgres and Redis on 127.0.0.1 (see
+# BENCHMARKS.md). A few minutes. Pass flags with e.g. BENCHFLAGS='-d 2s -keys 20000'.
+BENCHFLAGS ?=
 bench:
-	$(GO) run ./cmd/kwbench
+	$(GO) run ./cmd/kwbench $(BENCHFLAGS)
 
 $(TOOLBIN)/protoc-gen-go:
 	GOBIN=$(TOOLBIN) $(GO) install $(PROTOC_GEN_GO)

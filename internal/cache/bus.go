@@ -59,7 +59,9 @@ func (b *bus) fresh(now int64) bool {
 // that everything published before its ping has been applied.
 func (b *bus) run(ctx context.Context) {
 	ps := b.c.SSubscribe(ctx, b.names.inval, b.names.ackPrefix+b.id)
-	defer ps.Close()
+	// Receive does not return when ctx ends; closing the subscription does.
+	stop := context.AfterFunc(ctx, func() { ps.Close() })
+	defer stop()
 	go b.ping(ctx, ps)
 	for ctx.Err() == nil {
 		msg, err := ps.Receive(ctx)

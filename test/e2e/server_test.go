@@ -37,6 +37,43 @@ type server struct {
 	done    chan struct{} // closed when the process has exited
 	waitErr error
 	stopped bool
+
+	msgMu sync.Mutex
+	msgs  map[string]int // how often each JSON log message was written
+}
+
+func (s *server) countMsg(msg string) {
+	s.msgMu.Lock()
+	s.msgs[msg]++
+	s.msgMu.Unlock()
+}
+
+// MsgCount is how often the server has logged msg (the JSON "msg" field) so far.
+func (s *server) MsgCount(msg string) int {
+	s.msgMu.Lock()
+	defer s.msgMu.Unlock()
+	return s.msgs[msg]
+}
+
+// WaitMsg waits until the server has logged msg at least n times, and
+// reports whether it did within timeout.
+func (s *server) WaitMsg(msg string, n int, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for s.MsgCount(msg) < n {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
+
+// Signal sends sig to the process (SIGSTOP and SIGCONT to pause it).
+func (s *server) Signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal %v to keyward: %v", sig, err)
+	}
 }
 
 // startServer runs `keyward serve` on loopback ports with a JSON log, the
@@ -46,16 +83,40 @@ type server struct {
 // when t ends.
 func startServer(t *testing.T, dataDir, dsn string) *server {
 	t.Helper()
+	return startServerWith(t, serverOptions{DataDir: dataDir, DSN: dsn})
+}
+
+// serverOptions says how to run one `keyward serve`.
+type serverOptions struct {
+	DataDir string
+	DSN     string // --postgres-dsn; "" for SQLite in DataDir
+	// AdminKey is passed as KEYWARD_ADMIN_KEY; "" lets the server generate
+	// one into DataDir/admin.key.
+	AdminKey string
+	// Args are further flags, e.g. --redis-addr.
+	Args []string
+}
+
+// startServerWith is startServer with the options above.
+func startServerWith(t *testing.T, o serverOptions) *server {
+	t.Helper()
+	dataDir, dsn := o.DataDir, o.DSN
 	args := []string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
 		"--data-dir", dataDir, "--log-format", "json"}
 	if dsn != "" {
 		args = append(args, "--postgres-dsn", dsn)
 	}
-	s := &server{DataDir: dataDir, DSN: dsn, done: make(chan struct{})}
+	args = append(args, o.Args...)
+	s := &server{DataDir: dataDir, DSN: dsn, done: make(chan struct{}), msgs: map[string]int{}}
 	ready := make(chan map[string]any, 1)
 	s.log = &logBuffer{onLine: func(line []byte) {
 		var rec map[string]any
-		if json.Unmarshal(line, &rec) == nil && rec["msg"] == "keyward is serving" {
+		if json.Unmarshal(line, &rec) != nil {
+			return
+		}
+		msg, _ := rec["msg"].(string)
+		s.countMsg(msg)
+		if msg == "keyward is serving" {
 			select {
 			case ready <- rec:
 			default:
@@ -65,6 +126,9 @@ func startServer(t *testing.T, dataDir, dsn string) *server {
 	s.cmd = exec.Command(keywardBin, args...)
 	s.cmd.Dir = t.TempDir() // a stray ./keyward-data would land here, not in the repo
 	s.cmd.Env = serverEnv()
+	if o.AdminKey != "" {
+		s.cmd.Env = append(s.cmd.Env, "KEYWARD_ADMIN_KEY="+o.AdminKey)
+	}
 	s.cmd.Stdout = s.log
 	s.cmd.Stderr = s.log
 	if err := s.cmd.Start(); err != nil {
@@ -105,6 +169,13 @@ func startServer(t *testing.T, dataDir, dsn string) *server {
 		t.Fatalf("\"keyward is serving\": rest = %q, want http://host:port/v1/keys (%v)", rest, err)
 	}
 
+	if o.AdminKey != "" {
+		if got, _ := rec["admin_key"].(string); got != "(from KEYWARD_ADMIN_KEY)" {
+			t.Errorf("\"keyward is serving\": admin_key = %q, want \"(from KEYWARD_ADMIN_KEY)\"", got)
+		}
+		s.AdminKey = o.AdminKey
+		return s
+	}
 	keyFile := filepath.Join(dataDir, "admin.key")
 	if got, _ := rec["admin_key"].(string); got != keyFile {
 		t.Errorf("\"keyward is serving\": admin_key = %q, want %q", got, keyFile)
@@ -160,6 +231,8 @@ func (s *server) Stop(t *testing.T) {
 		return
 	default:
 	}
+	// A test may have paused it (SIGSTOP); a stopped process would not act on SIGTERM.
+	_ = s.cmd.Process.Signal(syscall.SIGCONT)
 	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Errorf("SIGTERM keyward: %v", err)
 	}

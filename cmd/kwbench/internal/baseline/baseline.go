@@ -18,7 +18,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"time"
@@ -57,9 +56,9 @@ func (s *service) Validate(ctx context.Context, _ *keywardv1.ValidateRequest) (*
 	return validResponse(), nil
 }
 
-// Main runs the hidden baseline mode until ctx ends. It prints "ready" on
-// out once the listener serves.
-func Main(ctx context.Context, args []string, out io.Writer) error {
+// Main runs the hidden baseline mode until ctx ends. kwbench learns that it
+// serves from the health service.
+func Main(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("kwbench baseline", flag.ContinueOnError)
 	variant := fs.String("variant", "noop", strings.Join(Variants, ", "))
 	addr := fs.String("addr", "127.0.0.1:0", "gRPC listen address")
@@ -134,7 +133,6 @@ func Main(ctx context.Context, args []string, out io.Writer) error {
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(lis) }()
-	fmt.Fprintln(out, "ready", lis.Addr().String())
 	select {
 	case <-ctx.Done():
 		srv.Stop()

@@ -31,8 +31,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
-	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
 	"github.com/keyward/keyward/cmd/kwbench/internal/hist"
+	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
 )
 
 // Method is the one RPC the generator calls.
@@ -49,6 +49,9 @@ type Config struct {
 	SampleEvery  int  // decode and check one answer in this many
 	SkipPriming  bool // skip the every-key-once pass
 	PrimeWorkers int
+	// ServerPID and DBName let each step account for where the CPU went.
+	ServerPID int
+	DBName    string
 }
 
 // Result is one step's measurement.
@@ -68,6 +71,7 @@ type Result struct {
 	P99          time.Duration `json:"p99_ns"`
 	P999         time.Duration `json:"p999_ns"`
 	Max          time.Duration `json:"max_ns"`
+	CPU          CPU           `json:"cpu"`
 }
 
 // Main is the entry point of the hidden load mode: flags in, one JSON Result
@@ -76,25 +80,30 @@ func Main(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("kwbench load", flag.ContinueOnError)
 	addr := fs.String("addr", "", "gRPC address of the server under test")
 	keysFile := fs.String("keys", "", "file with one secret per line")
-	conc := fs.String("c", "1,16,64", "comma-separated concurrency steps")
+	conc := fs.String("c", "1,16,64", "comma-separated concurrency steps; empty: only prime")
 	d := fs.Duration("d", 5*time.Second, "measured time per step")
 	warm := fs.Duration("warmup", time.Second, "unmeasured load before each step")
 	conns := fs.Int("conns", 4, "gRPC connections")
 	sample := fs.Int("sample", 64, "decode and check one answer in this many")
 	noPrime := fs.Bool("no-prime", false, "skip sending every key once before the first step")
+	serverPID := fs.Int("server-pid", 0, "pid of the server, for CPU accounting")
+	dbName := fs.String("db-name", "", "the bench database, for CPU accounting")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	steps, err := ParseInts(*conc)
-	if err != nil {
-		return fmt.Errorf("-c: %w", err)
+	var steps []int
+	if *conc != "" {
+		var err error
+		if steps, err = ParseInts(*conc); err != nil {
+			return fmt.Errorf("-c: %w", err)
+		}
 	}
 	reqs, err := readRequests(*keysFile)
 	if err != nil {
 		return err
 	}
 	cfg := Config{Addr: *addr, Requests: reqs, Concurrency: steps, Duration: *d, Warmup: *warm,
-		Conns: *conns, SampleEvery: *sample, SkipPriming: *noPrime}
+		Conns: *conns, SampleEvery: *sample, SkipPriming: *noPrime, ServerPID: *serverPID, DBName: *dbName}
 	enc := json.NewEncoder(out)
 	return Run(ctx, cfg, func(r Result) error { return enc.Encode(r) })
 }
@@ -325,16 +334,19 @@ func step(ctx context.Context, conns []*grpc.ClientConn, cfg Config, c int) Resu
 			}
 		}()
 	}
+	probe := cpuProbe{serverPID: cfg.ServerPID, dbName: cfg.DBName}
 	sleep(ctx, cfg.Warmup)
+	cpu0 := probe.snap()
 	phase.Store(phaseMeasure)
 	start := time.Now()
 	sleep(ctx, cfg.Duration)
 	phase.Store(phaseStop)
 	elapsed := time.Since(start)
+	cpu1 := probe.snap()
 	wg.Wait()
 
 	var h hist.Histogram
-	r := Result{Concurrency: c, Seconds: elapsed.Seconds()}
+	r := Result{Concurrency: c, Seconds: elapsed.Seconds(), CPU: cpuBetween(cpu0, cpu1, elapsed.Seconds())}
 	for _, wk := range workers {
 		h.Merge(&wk.h)
 		r.Errors += wk.errors
