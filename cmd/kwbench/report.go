@@ -72,6 +72,7 @@ func (r *report) markdown() string {
 	} else {
 		w("- baseline and Keyward measured back to back at each concurrency (one round)")
 	}
+	w("- before each pair kwbench waits up to %v for processes other than its own, Postgres and Redis to stop using the CPU, and measures a pair again (up to %d times) if they used more than %.2f cores during it, keeping the least disturbed", r.opt.quietWait, r.opt.retries, otherCPUWarn)
 	var disturbed, steps int
 	for _, p := range r.paths {
 		for _, x := range append(append([]loadgen.Result(nil), p.base...), p.keyward...) {

@@ -29,6 +29,8 @@ type options struct {
 	loadKeys    int
 	conns       int
 	rounds      int
+	retries     int
+	quietWait   time.Duration
 	seedWorkers int
 	disableKeys int
 	postgres    string
@@ -84,6 +86,8 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.keys, "keys", 100000, "keys seeded into the store")
 	fs.IntVar(&o.loadKeys, "load-keys", 10000, "distinct seeded keys the load cycles through")
 	fs.IntVar(&o.conns, "conns", 4, "gRPC connections of the load generator")
+	fs.IntVar(&o.retries, "retries", 2, "measure a baseline/Keyward pair again, up to this many times, if other processes used the CPU during it")
+	fs.DurationVar(&o.quietWait, "quiet-wait", 20*time.Second, "before each pair, wait up to this long for other processes to stop using the CPU")
 	fs.IntVar(&o.rounds, "rounds", 1, "measure every step this many times (baseline and Keyward back to back) and report the median")
 	fs.IntVar(&o.seedWorkers, "seed-workers", 16, "concurrent store.Create calls while seeding")
 	fs.IntVar(&o.disableKeys, "disable-keys", 200, "keys disabled in the DisableKey measurement")
@@ -116,7 +120,7 @@ func parseFlags(args []string) (options, error) {
 			return o, fmt.Errorf("-paths: unknown path %q", p)
 		}
 	}
-	if o.keys < 1 || o.loadKeys < 1 || o.rounds < 1 {
+	if o.keys < 1 || o.loadKeys < 1 || o.rounds < 1 || o.retries < 0 {
 		return o, errors.New("-keys, -load-keys and -rounds must be positive")
 	}
 	o.loadKeys = min(o.loadKeys, o.keys)
@@ -355,16 +359,12 @@ func (e *env) measurePath(ctx context.Context, pa path) (pathResult, error) {
 			logf("  round %d of %d", round+1, rounds)
 		}
 		for _, c := range e.opt.conc {
-			b, err := e.runLoad(ctx, base, []int{c}, false)
+			b, k, err := e.measurePair(ctx, base, kw, c)
 			if err != nil {
 				return pr, err
 			}
-			k, err := e.runLoad(ctx, kw, []int{c}, false)
-			if err != nil {
-				return pr, err
-			}
-			bs[c] = append(bs[c], b...)
-			ks[c] = append(ks[c], k...)
+			bs[c] = append(bs[c], b)
+			ks[c] = append(ks[c], k)
 		}
 	}
 	for _, c := range e.opt.conc {
@@ -372,6 +372,63 @@ func (e *env) measurePath(ctx context.Context, pa path) (pathResult, error) {
 		pr.keyward = append(pr.keyward, median(ks[c]))
 	}
 	return pr, nil
+}
+
+// measurePair measures the baseline and then Keyward at concurrency c,
+// each time the machine is quiet. If other processes used more than
+// otherCPUWarn cores during either step anyway, the pair is measured again
+// (up to -retries times) and the least disturbed pair is kept.
+func (e *env) measurePair(ctx context.Context, base, kw *server, c int) (b, k loadgen.Result, err error) {
+	pids := []int{base.p.cmd.Process.Pid, kw.p.cmd.Process.Pid}
+	best := -1.0
+	for attempt := 0; attempt <= e.opt.retries; attempt++ {
+		if attempt > 0 {
+			logf("  c=%d was disturbed (other processes used %.2f cores): measuring the pair again (%d of %d)", c, best, attempt, e.opt.retries)
+		}
+		if err := e.waitQuiet(ctx, pids); err != nil {
+			return b, k, err
+		}
+		rb, err := e.runLoad(ctx, base, []int{c}, false)
+		if err != nil {
+			return b, k, err
+		}
+		rk, err := e.runLoad(ctx, kw, []int{c}, false)
+		if err != nil {
+			return b, k, err
+		}
+		other := max(rb[0].CPU.Other, rk[0].CPU.Other)
+		if best < 0 || other < best {
+			b, k, best = rb[0], rk[0], other
+		}
+		if best <= otherCPUWarn {
+			break
+		}
+	}
+	return b, k, nil
+}
+
+// waitQuiet waits, up to -quiet-wait, until processes other than kwbench's
+// own, Postgres and Redis use at most otherCPUWarn cores over a second.
+func (e *env) waitQuiet(ctx context.Context, pids []int) error {
+	deadline := time.Now().Add(e.opt.quietWait)
+	said := false
+	for {
+		other := loadgen.ForeignCPU(ctx, pids, e.db.name, time.Second)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if other <= otherCPUWarn {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			logf("  the machine is still busy (other processes use %.2f cores); measuring anyway", other)
+			return nil
+		}
+		if !said {
+			logf("  waiting up to %v for other processes to quiet down (they use %.2f cores)", e.opt.quietWait, other)
+			said = true
+		}
+	}
 }
 
 // median is the result with the median throughput (the lower middle one

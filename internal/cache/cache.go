@@ -41,9 +41,12 @@ type Options struct {
 // Cache is the tiered lookup behind Validate and the write coordinator the
 // key service calls around every write.
 type Cache struct {
-	o       Options
-	store   StoreLookup
-	local   *local // nil when off
+	o     Options
+	store StoreLookup
+	// local holds in-process entries when keep is set; in Redis mode it
+	// exists either way, for the generations that invalidations bump.
+	local   *local
+	keep    bool
 	redis   *redisTier
 	bus     *bus
 	flight  singleflight.Group
@@ -79,8 +82,9 @@ func New(o Options) *Cache {
 		o.Namespace = "kw"
 	}
 	c := &Cache{o: o, store: o.Store, start: time.Now(), log: o.Logger}
-	if o.Local {
+	if o.Local || o.Redis != nil {
 		c.local = newLocal(o.LocalEntries, o.LocalBytes)
+		c.keep = o.Local
 	}
 	if o.Redis != nil {
 		// Pending markers outlive any store statement (bounded by the write
@@ -88,11 +92,7 @@ func New(o Options) *Cache {
 		// fill from the store again.
 		n := namesFor(o.Namespace)
 		c.redis = &redisTier{c: o.Redis, names: n, ttl: o.TTL, negativeTTL: o.NegativeTTL, pendingTTL: 2 * time.Minute}
-		l := c.local
-		if l == nil {
-			l = newLocal(1, 1024) // nothing is cached in it, but the bus still needs a target
-		}
-		c.bus = newBus(o.Redis, n, l, c.now, o.Lease, o.HeartbeatInterval, o.Logger)
+		c.bus = newBus(o.Redis, n, c.local, c.now, o.Lease, o.HeartbeatInterval, o.Logger)
 	}
 	return c
 }
@@ -108,6 +108,17 @@ func (c *Cache) Run(ctx context.Context) {
 	}
 }
 
+// coherent reports whether every invalidation that matters has reached this
+// process: always in the in-process-only mode (all writes are local), and in
+// Redis mode while the lease is fresh. Only then may lookups trust in-process
+// copies, or share a store read with a lookup that started earlier.
+func (c *Cache) coherent(now int64) bool {
+	if c.bus != nil {
+		return c.bus.fresh(now)
+	}
+	return c.local != nil
+}
+
 // ByHash finds the key for a secret's hash through the tiers.
 func (c *Cache) ByHash(ctx context.Context, hash []byte) (*keys.Key, error) {
 	if len(hash) != 32 {
@@ -115,25 +126,44 @@ func (c *Cache) ByHash(ctx context.Context, hash []byte) (*keys.Key, error) {
 	}
 	h := [32]byte(hash)
 	now := c.now()
-	trusted := c.local != nil && (c.bus == nil || c.bus.fresh(now))
-	if trusted {
+	if !c.coherent(now) {
+		// Nothing here may be trusted or shared: the lookup goes on its own.
+		res, err := c.miss(ctx, &h)
+		if err != nil {
+			return nil, err
+		}
+		if res.pending {
+			if res.e, err = c.fromStore(ctx, &h); err != nil {
+				return nil, err
+			}
+		}
+		return found(res.e)
+	}
+	if c.keep {
 		if e, ok := c.local.get(&h, now); ok {
 			return found(e)
 		}
 	}
-	var st stamp
-	if c.local != nil {
-		st = c.local.stamp(&h)
-	}
 	// Only lookups that started from the same cache state share a flight: a
 	// lookup starting after an invalidation must not get an older read.
+	st := c.local.stamp(&h)
 	flightKey := fmt.Sprintf("%x/%d/%d", h, st.epoch, st.gen)
 	v, err, _ := c.flight.Do(flightKey, func() (any, error) { return c.miss(ctx, &h) })
 	if err != nil {
 		return nil, err
 	}
 	res := v.(missResult)
-	if trusted && res.cacheable {
+	if res.pending {
+		// A write to this hash is in progress. Its commit may land at any
+		// moment, so a store read started for another lookup may already be
+		// out of date for this one: read on our own, cache nothing.
+		e, err := c.fromStore(ctx, &h)
+		if err != nil {
+			return nil, err
+		}
+		return found(e)
+	}
+	if c.keep && res.cacheable {
 		e := *res.e
 		ttl := c.o.TTL
 		if e.key == nil {
@@ -154,7 +184,8 @@ func found(e *entry) (*keys.Key, error) {
 
 type missResult struct {
 	e         *entry
-	cacheable bool // false while a write to this hash is in progress
+	cacheable bool
+	pending   bool // a write to this hash is in progress: e is nil, read the store
 }
 
 func (c *Cache) miss(ctx context.Context, h *[32]byte) (missResult, error) {
@@ -166,8 +197,7 @@ func (c *Cache) miss(ctx context.Context, h *[32]byte) (missResult, error) {
 		case state == redisHit:
 			return missResult{e: e, cacheable: true}, nil
 		case state == redisPending:
-			e, err := c.fromStore(ctx, h)
-			return missResult{e: e}, err
+			return missResult{pending: true}, nil
 		default:
 			e, err := c.fromStore(ctx, h)
 			if err != nil {
@@ -180,9 +210,11 @@ func (c *Cache) miss(ctx context.Context, h *[32]byte) (missResult, error) {
 		}
 	}
 	e, err := c.fromStore(ctx, h)
-	// Without Redis the in-process tier is the only one; with Redis
-	// unreachable, the lease has lapsed and nothing is cached in process.
-	return missResult{e: e, cacheable: err == nil}, err
+	// With Redis configured but not answering, the read could not see a
+	// write's pending marker, so it may predate a commit that has already
+	// been announced: it must not be cached. Without Redis, the in-process
+	// tier has its own pending marks (local.begin) and may keep it.
+	return missResult{e: e, cacheable: err == nil && c.redis == nil}, err
 }
 
 func (c *Cache) fromStore(ctx context.Context, h *[32]byte) (*entry, error) {

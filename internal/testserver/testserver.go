@@ -25,6 +25,14 @@ import (
 type Options struct {
 	PostgresDSN string
 	DataDir     string
+	// RedisAddr adds the Redis tier and cross-instance invalidation;
+	// instances of one test share RedisNamespace.
+	RedisAddr      string
+	RedisNamespace string
+	// AdminKey lets several instances share one admin credential.
+	AdminKey string
+	// NoLocalCache turns the in-process tier off.
+	NoLocalCache bool
 }
 
 // Server is a running instance and clients for it.
@@ -43,17 +51,28 @@ func Start(t testing.TB, o Options) *Server {
 	if o.DataDir == "" {
 		o.DataDir = t.TempDir()
 	}
-	admin, err := keymat.Generate("live")
-	if err != nil {
-		t.Fatal(err)
+	if o.AdminKey == "" {
+		admin, err := keymat.Generate("live")
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.AdminKey = admin.String()
 	}
 	cfg, err := config.Parse("test", []string{"--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0", "--data-dir=" + o.DataDir},
 		func(k string) string {
 			switch k {
 			case "KEYWARD_ADMIN_KEY":
-				return admin.String()
+				return o.AdminKey
 			case "KEYWARD_POSTGRES_DSN":
 				return o.PostgresDSN
+			case "KEYWARD_REDIS_ADDR":
+				return o.RedisAddr
+			case "KEYWARD_REDIS_NAMESPACE":
+				return o.RedisNamespace
+			case "KEYWARD_LOCAL_CACHE":
+				if o.NoLocalCache {
+					return "false"
+				}
 			}
 			return ""
 		})
@@ -91,7 +110,7 @@ func Start(t testing.TB, o Options) *Server {
 	return &Server{
 		Client: keywardv1.NewKeyServiceClient(conn), Conn: conn,
 		BaseURL: "http://" + a.HTTPAddr(), GRPCAddr: a.GRPCAddr(),
-		AdminKey: admin.String(), DataDir: o.DataDir,
+		AdminKey: o.AdminKey, DataDir: o.DataDir,
 	}
 }
 

@@ -242,9 +242,16 @@ func (s *server) Stop(t *testing.T) {
 			t.Errorf("keyward did not exit cleanly after SIGTERM: %v", s.waitErr)
 		}
 	case <-time.After(stopTimeout):
-		s.cmd.Process.Kill()
-		<-s.done
-		t.Errorf("keyward did not exit within %v of SIGTERM (killed)", stopTimeout)
+		// SIGQUIT makes the Go runtime print every goroutine's stack into
+		// the log, which shows what the shutdown waits for.
+		s.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-s.done:
+		case <-time.After(2 * time.Second):
+			s.cmd.Process.Kill()
+			<-s.done
+		}
+		t.Errorf("keyward did not exit within %v of SIGTERM (killed; goroutine dump in its log)", stopTimeout)
 	}
 }
 

@@ -2,9 +2,11 @@ package loadgen
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // CPU is where the machine's CPU time went during a measured window, in
@@ -33,8 +35,8 @@ type cpuSnap struct {
 
 // cpuProbe takes snapshots of /proc; it is a no-op where there is none.
 type cpuProbe struct {
-	serverPID int
-	dbName    string
+	serverPIDs []int
+	dbName     string
 }
 
 func (p cpuProbe) snap() cpuSnap {
@@ -57,8 +59,10 @@ func (p cpuProbe) snap() cpuSnap {
 	s.idle = v[4] + v[5]
 	s.steal = v[8]
 	s.self = procJiffies(os.Getpid())
-	if p.serverPID > 0 {
-		s.server = procJiffies(p.serverPID)
+	for _, pid := range p.serverPIDs {
+		if pid > 0 {
+			s.server += procJiffies(pid)
+		}
 	}
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -125,4 +129,19 @@ func cpuBetween(a, b cpuSnap, seconds float64) CPU {
 	}
 	c.Other = max(0, d(a.busy, b.busy)-c.Server-c.Load-c.Services)
 	return c
+}
+
+// ForeignCPU measures, over window, the cores used by processes other than
+// this one, pids, and the Postgres and Redis serving the bench (dbName is
+// the bench database). It returns -1 where /proc is not available.
+func ForeignCPU(ctx context.Context, pids []int, dbName string, window time.Duration) float64 {
+	probe := cpuProbe{serverPIDs: pids, dbName: dbName}
+	a := probe.snap()
+	start := time.Now()
+	sleep(ctx, window)
+	b := probe.snap()
+	if !a.ok || !b.ok {
+		return -1
+	}
+	return cpuBetween(a, b, time.Since(start).Seconds()).Other
 }

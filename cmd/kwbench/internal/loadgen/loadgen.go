@@ -334,7 +334,7 @@ func step(ctx context.Context, conns []*grpc.ClientConn, cfg Config, c int) Resu
 			}
 		}()
 	}
-	probe := cpuProbe{serverPID: cfg.ServerPID, dbName: cfg.DBName}
+	probe := cpuProbe{serverPIDs: []int{cfg.ServerPID}, dbName: cfg.DBName}
 	sleep(ctx, cfg.Warmup)
 	cpu0 := probe.snap()
 	phase.Store(phaseMeasure)
