@@ -345,27 +345,36 @@ func (p *phaseStats) wrong() int { return p.wrongAccept + p.wrongRefuse + p.wron
 // load validates keys on every instance from a few goroutines until
 // stopped, counting wrong answers and errors per phase.
 type load struct {
-	c     *cluster
-	keys  []loadKey
-	phase atomic.Pointer[string]
+	c       *cluster
+	keys    []loadKey
+	timeout time.Duration // each call's deadline
+	phase   atomic.Pointer[string]
 
 	mu     sync.Mutex
 	phases map[string]*phaseStats
 	order  []string
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	reported atomic.Bool
 }
 
-// startLoad starts workers goroutines in phase first.
-func startLoad(t *testing.T, c *cluster, keys []loadKey, workers int, first string) *load {
-	l := &load{c: c, keys: keys, phases: map[string]*phaseStats{}, stop: make(chan struct{})}
+// startLoad starts workers goroutines in phase first, each call with a
+// deadline of timeout. If the test ends without report (a t.Fatal), the
+// figures are reported when it ends.
+func startLoad(t *testing.T, c *cluster, keys []loadKey, workers int, timeout time.Duration, first string) *load {
+	l := &load{c: c, keys: keys, timeout: timeout, phases: map[string]*phaseStats{}, stop: make(chan struct{})}
 	l.setPhase(first)
 	for w := range workers {
 		l.wg.Add(1)
 		go l.work(w)
 	}
-	t.Cleanup(l.halt)
+	t.Cleanup(func() {
+		l.halt()
+		if !l.reported.Load() {
+			l.report(t)
+		}
+	})
 	return l
 }
 
@@ -396,9 +405,11 @@ func (l *load) work(w int) {
 		k := l.keys[rng.IntN(len(l.keys))]
 		in := l.c.insts[i%len(l.c.insts)]
 		phase := *l.phase.Load()
+		ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
 		t0 := time.Now()
-		resp, err := in.validate(k.secret)
+		resp, err := in.kc.Validate(ctx, &keywardv1.ValidateRequest{Key: k.secret})
 		took := time.Since(t0)
+		cancel()
 
 		l.mu.Lock()
 		p := l.phases[phase]
@@ -455,6 +466,7 @@ func (l *load) stats(name string) *phaseStats {
 // report logs every phase and fails t on any wrong answer.
 func (l *load) report(t *testing.T) {
 	t.Helper()
+	l.reported.Store(true)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, name := range l.order {
@@ -464,7 +476,7 @@ func (l *load) report(t *testing.T) {
 			errs = append(errs, fmt.Sprintf("%s=%d", k, v))
 		}
 		sort.Strings(errs)
-		t.Logf("load %-18s %5.2fs calls=%-6d wrong=%d (accepted %d, refused %d, reason %d) errors=%d %v validate %s",
+		t.Logf("load %-16s %5.2fs calls=%-6d wrong=%d (accepted %d, refused %d, reason %d) errors=%d %v validate %s",
 			name, p.end.Sub(p.start).Seconds(), p.calls, p.wrong(), p.wrongAccept, p.wrongRefuse, p.wrongReason,
 			p.errors(), errs, p.lat.String())
 		if p.wrong() > 0 {
