@@ -41,7 +41,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (*keys.K
 	if token == "" {
 		return nil, keys.ErrUnauthenticated
 	}
-	hash := keymat.Hash(token)
+	hash := keymat.Sum(token)
 	k, err := a.lookup.ByHash(ctx, hash)
 	switch {
 	case errors.Is(err, keys.ErrNotFound):
@@ -50,7 +50,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (*keys.K
 		return nil, fmt.Errorf("authenticate: %w", err)
 	// The index lookup already matched the hash; comparing again in constant
 	// time keeps that guarantee independent of how a lookup is implemented.
-	case subtle.ConstantTimeCompare(k.Hash, hash) != 1,
+	case subtle.ConstantTimeCompare(k.Hash, hash[:]) != 1,
 		k.State != keys.StateActive,
 		k.Expired(a.now()):
 		return nil, keys.ErrUnauthenticated

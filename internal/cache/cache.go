@@ -120,30 +120,36 @@ func (c *Cache) coherent(now int64) bool {
 }
 
 // ByHash finds the key for a secret's hash through the tiers.
-func (c *Cache) ByHash(ctx context.Context, hash []byte) (*keys.Key, error) {
-	if len(hash) != 32 {
-		return nil, keys.ErrNotFound
-	}
-	h := [32]byte(hash)
+func (c *Cache) ByHash(ctx context.Context, h [32]byte) (*keys.Key, error) {
 	now := c.now()
 	if !c.coherent(now) {
-		// Nothing here may be trusted or shared: the lookup goes on its own.
-		res, err := c.miss(ctx, &h)
-		if err != nil {
-			return nil, err
-		}
-		if res.pending {
-			if res.e, err = c.fromStore(ctx, &h); err != nil {
-				return nil, err
-			}
-		}
-		return found(res.e)
+		return c.alone(ctx, h)
 	}
 	if c.keep {
 		if e, ok := c.local.get(&h, now); ok {
 			return found(e)
 		}
 	}
+	return c.shared(ctx, h)
+}
+
+// alone looks up without trusting or sharing anything in process.
+func (c *Cache) alone(ctx context.Context, h [32]byte) (*keys.Key, error) {
+	res, err := c.miss(ctx, &h)
+	if err != nil {
+		return nil, err
+	}
+	if res.pending {
+		if res.e, err = c.fromStore(ctx, &h); err != nil {
+			return nil, err
+		}
+	}
+	return found(res.e)
+}
+
+// shared is the miss path. It and alone are functions of their own so that
+// the hit path above keeps h on the stack: what they do makes it escape.
+func (c *Cache) shared(ctx context.Context, h [32]byte) (*keys.Key, error) {
 	// Only lookups that started from the same cache state share a flight: a
 	// lookup starting after an invalidation must not get an older read.
 	st := c.local.stamp(&h)

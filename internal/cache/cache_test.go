@@ -129,7 +129,7 @@ func TestNegativeCacheBoundsStoreReads(t *testing.T) {
 			const unknown = 300
 			for round := 0; round < 5; round++ {
 				for i := 0; i < unknown; i++ {
-					h := make([]byte, 32)
+					var h [32]byte
 					h[0], h[1], h[2] = byte(i), byte(i>>8), 0xEE
 					if _, err := c.ByHash(context.Background(), h); !errors.Is(err, keys.ErrNotFound) {
 						t.Fatalf("unknown hash: %v", err)
@@ -161,7 +161,7 @@ func TestConcurrentMissesShareOneRead(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					if k, err := c.ByHash(context.Background(), sec.Hash()); err != nil || k.Name != "k" {
+					if k, err := c.ByHash(context.Background(), sec.Sum()); err != nil || k.Name != "k" {
 						t.Errorf("lookup: %v", err)
 					}
 				}()
@@ -189,7 +189,7 @@ func TestWriteWinsOverARacingRead(t *testing.T) {
 			st.hooks(gate, entered)
 			res := make(chan *keys.Key)
 			go func() {
-				got, _ := c.ByHash(context.Background(), sec.Hash())
+				got, _ := c.ByHash(context.Background(), sec.Sum())
 				res <- got
 			}()
 			<-entered // the racing lookup has read the old row and is held before returning it
@@ -209,7 +209,7 @@ func TestWriteWinsOverARacingRead(t *testing.T) {
 				t.Fatal("the racing lookup should have read the old, active row")
 			}
 			for i := 0; i < 3; i++ {
-				got, err := c.ByHash(context.Background(), sec.Hash())
+				got, err := c.ByHash(context.Background(), sec.Sum())
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -295,12 +295,12 @@ func TestLeaseLapseStopsTrust(t *testing.T) {
 	k, sec := st.addKey(t)
 	ctx := context.Background()
 	for i := 0; i < 2; i++ {
-		if _, err := c.ByHash(ctx, sec.Hash()); err != nil {
+		if _, err := c.ByHash(ctx, sec.Sum()); err != nil {
 			t.Fatal(err)
 		}
 	}
 	before := st.reads.Load()
-	if _, err := c.ByHash(ctx, sec.Hash()); err != nil || st.reads.Load() != before {
+	if _, err := c.ByHash(ctx, sec.Sum()); err != nil || st.reads.Load() != before {
 		t.Fatal("warm key not served from process memory")
 	}
 	// Change the row behind the cache's back, as a writer on an instance
@@ -311,7 +311,7 @@ func TestLeaseLapseStopsTrust(t *testing.T) {
 	rs.Pause()
 	defer rs.Resume()
 	time.Sleep(c.o.Lease + 100*time.Millisecond)
-	got, err := c.ByHash(ctx, sec.Hash())
+	got, err := c.ByHash(ctx, sec.Sum())
 	if err != nil {
 		t.Fatalf("with Redis frozen, the store should answer: %v", err)
 	}

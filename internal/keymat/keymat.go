@@ -59,7 +59,8 @@ func generate(r io.Reader, env string) (Secret, error) {
 		return Secret{}, fmt.Errorf("read random bytes: %w", err)
 	}
 	head := Issuer + "_" + env + "_" + base62(new(big.Int).SetBytes(raw[:]), bodyLen)
-	return Secret{full: head + checksum(head), env: env}, nil
+	sum := checksum(head)
+	return Secret{full: head + string(sum[:]), env: env}, nil
 }
 
 // Parse checks a presented secret's shape and checksum without any lookup.
@@ -80,8 +81,8 @@ func Parse(s string) (Secret, error) {
 			return Secret{}, ErrMalformed
 		}
 	}
-	head := s[:len(s)-checksumLen]
-	if checksum(head) != s[len(s)-checksumLen:] {
+	sum := checksum(s[:len(s)-checksumLen])
+	if string(sum[:]) != s[len(s)-checksumLen:] { // compiles to a comparison, no allocation
 		return Secret{}, ErrMalformed
 	}
 	return Secret{full: s, env: env}, nil
@@ -96,6 +97,9 @@ func (s Secret) Environment() string { return s.env }
 // Hash is what the store keeps: SHA-256 of the whole secret.
 func (s Secret) Hash() []byte { return Hash(s.full) }
 
+// Sum is Hash as an array, for the validation path, where it stays on the stack.
+func (s Secret) Sum() [32]byte { return Sum(s.full) }
+
 // Start is the visible beginning kept for display and prefix search.
 func (s Secret) Start() string {
 	return s.full[:len(Issuer)+1+len(s.env)+1+visibleLen]
@@ -107,12 +111,41 @@ func (s Secret) Last4() string { return s.full[len(s.full)-4:] }
 // Hash returns SHA-256 of any presented credential. Keyward secrets carry 256
 // random bits, so a fast hash is enough: there is nothing to brute-force.
 func Hash(secret string) []byte {
-	h := sha256.Sum256([]byte(secret))
+	h := Sum(secret)
 	return h[:]
 }
 
-func checksum(head string) string {
-	return base62(new(big.Int).SetUint64(uint64(crc32.ChecksumIEEE([]byte(head)))), checksumLen)
+// Sum is Hash without allocating for secrets of usual length.
+func Sum(secret string) [32]byte {
+	var buf [maxSecretLen]byte
+	if len(secret) <= len(buf) {
+		return sha256.Sum256(append(buf[:0], secret...))
+	}
+	return sha256.Sum256([]byte(secret))
+}
+
+// checksum is the CRC32 of head in checksumLen base62 digits. It runs on
+// every Validate, so it avoids big.Int and allocations.
+func checksum(head string) [checksumLen]byte {
+	var out [checksumLen]byte
+	n := crcIEEE(head)
+	for i := checksumLen - 1; i >= 0; i-- {
+		out[i] = alphabet[n%62]
+		n /= 62
+	}
+	return out
+}
+
+// ieeeTable is constant once built; crcIEEE walks it over a string, which
+// (unlike crc32.ChecksumIEEE on a []byte) never allocates.
+var ieeeTable = crc32.MakeTable(crc32.IEEE)
+
+func crcIEEE(s string) uint32 {
+	crc := ^uint32(0)
+	for i := 0; i < len(s); i++ {
+		crc = ieeeTable[byte(crc)^s[i]] ^ crc>>8
+	}
+	return ^crc
 }
 
 // base62 encodes n in exactly width digits, zero-padded on the left.

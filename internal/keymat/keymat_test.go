@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"hash/crc32"
 	"strings"
 	"testing"
 )
@@ -117,4 +118,13 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted %q but it does not match the documented pattern", s)
 		}
 	})
+}
+
+func TestChecksumIsCRC32IEEE(t *testing.T) {
+	// Scanners outside Keyward recompute the checksum with a stock CRC32.
+	for _, s := range []string{"", "kw_live_abc", strings.Repeat("z", 200)} {
+		if got, want := crcIEEE(s), crc32.ChecksumIEEE([]byte(s)); got != want {
+			t.Fatalf("crcIEEE(%q) = %x, want %x", s, got, want)
+		}
+	}
 }

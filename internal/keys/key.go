@@ -2,6 +2,7 @@ package keys
 
 import (
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -43,6 +44,22 @@ type Key struct {
 	// Version increases by one with every write of the row, in the same
 	// transaction; caches use it so an older snapshot never replaces a newer one.
 	Version int64
+
+	// view memoises one transport rendering of this snapshot (see View).
+	view atomic.Pointer[any]
+}
+
+// View returns render(k), computed once per snapshot. Cached snapshots are
+// shared and never modified, so the hot path can reuse their rendering
+// instead of building it on every call. Never call it on a Key that will
+// still be modified.
+func (k *Key) View(render func(*Key) any) any {
+	if v := k.view.Load(); v != nil {
+		return *v
+	}
+	v := render(k)
+	k.view.Store(&v)
+	return v
 }
 
 // Etag is the opaque concurrency token clients echo back (AIP-154).
@@ -68,16 +85,20 @@ func (k *Key) HasScope(s string) bool {
 
 // Clone returns a deep copy, so cached keys can be handed out without sharing slices or maps.
 func (k *Key) Clone() *Key {
-	c := *k
-	c.Hash = append([]byte(nil), k.Hash...)
-	c.Scopes = append([]string(nil), k.Scopes...)
+	c := &Key{
+		ID: k.ID, Name: k.Name, Description: k.Description, Environment: k.Environment, State: k.State,
+		Hash: append([]byte(nil), k.Hash...), Start: k.Start, Last4: k.Last4,
+		Scopes:     append([]string(nil), k.Scopes...),
+		CreateTime: k.CreateTime, UpdateTime: k.UpdateTime, ExpireTime: k.ExpireTime, LastUsed: k.LastUsed,
+		Version: k.Version,
+	}
 	if k.Metadata != nil {
 		c.Metadata = make(map[string]string, len(k.Metadata))
 		for n, v := range k.Metadata {
 			c.Metadata[n] = v
 		}
 	}
-	return &c
+	return c
 }
 
 // Change is what a secret's hash resolves to after a committed write: Key,

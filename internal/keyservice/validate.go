@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
+	"github.com/keyward/keyward/internal/keys"
 	"github.com/keyward/keyward/internal/validate"
 )
 
@@ -21,7 +22,9 @@ func (s *Service) Validate(ctx context.Context, req *keywardv1.ValidateRequest) 
 	}
 	out := &keywardv1.ValidateResponse{Valid: res.Valid, Reason: reasons[res.Reason]}
 	if res.Valid {
-		out.Key = toProto(res.Key)
+		// The key may be a shared cached snapshot: render it once, reuse the
+		// message (gRPC only reads it while marshalling).
+		out.Key = res.Key.View(func(k *keys.Key) any { return toProto(k) }).(*keywardv1.Key)
 	}
 	return out, nil
 }

@@ -30,14 +30,8 @@ const (
 // wrapping keys.ErrNotFound for an unknown hash; any other error means the
 // answer is unknown and the verifier fails closed.
 type Lookup interface {
-	ByHash(ctx context.Context, hash []byte) (*keys.Key, error)
+	ByHash(ctx context.Context, hash [32]byte) (*keys.Key, error)
 }
-
-// LookupFunc adapts a function, such as a store's GetByHash, to Lookup.
-type LookupFunc func(ctx context.Context, hash []byte) (*keys.Key, error)
-
-// ByHash calls f.
-func (f LookupFunc) ByHash(ctx context.Context, hash []byte) (*keys.Key, error) { return f(ctx, hash) }
 
 // Request is what a caller presents.
 type Request struct {
@@ -75,7 +69,7 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (Result, error) {
 	if err != nil {
 		return Result{Reason: ReasonMalformed}, nil
 	}
-	k, err := v.lookup.ByHash(ctx, secret.Hash())
+	k, err := v.lookup.ByHash(ctx, secret.Sum())
 	if errors.Is(err, keys.ErrNotFound) {
 		return Result{Reason: ReasonNotFound}, nil
 	}

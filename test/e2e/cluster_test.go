@@ -328,6 +328,7 @@ type phaseStats struct {
 	errs        map[string]int // "<kind>/<gRPC code>"
 	lat         durations
 	samples     []string // the first few wrong answers
+	errSamples  []string // the first few errors
 	start       time.Time
 	end         time.Time
 }
@@ -404,9 +405,10 @@ func (l *load) work(w int) {
 		}
 		k := l.keys[rng.IntN(len(l.keys))]
 		in := l.c.insts[i%len(l.c.insts)]
+		// The clock first: a call counts under the phase it surely started in.
+		t0 := time.Now()
 		phase := *l.phase.Load()
 		ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
-		t0 := time.Now()
 		resp, err := in.kc.Validate(ctx, &keywardv1.ValidateRequest{Key: k.secret})
 		took := time.Since(t0)
 		cancel()
@@ -418,6 +420,10 @@ func (l *load) work(w int) {
 		switch {
 		case err != nil:
 			p.errs[k.kind+"/"+status.Code(err).String()]++
+			if len(p.errSamples) < 10 {
+				p.errSamples = append(p.errSamples, fmt.Sprintf("%s on %s at +%v (%v)",
+					status.Code(err), in.name, t0.Sub(p.start).Round(time.Millisecond), round(took)))
+			}
 		case resp.GetValid() && !k.valid:
 			p.wrongAccept++
 			wrong = "accepted"
@@ -479,6 +485,9 @@ func (l *load) report(t *testing.T) {
 		t.Logf("load %-16s %5.2fs calls=%-6d wrong=%d (accepted %d, refused %d, reason %d) errors=%d %v validate %s",
 			name, p.end.Sub(p.start).Seconds(), p.calls, p.wrong(), p.wrongAccept, p.wrongRefuse, p.wrongReason,
 			p.errors(), errs, p.lat.String())
+		if len(p.errSamples) > 0 {
+			t.Logf("load %-16s first errors: %s", name, strings.Join(p.errSamples, "; "))
+		}
 		if p.wrong() > 0 {
 			t.Errorf("load phase %q: %d wrong answers; first: %s", name, p.wrong(), strings.Join(p.samples, "; "))
 		}

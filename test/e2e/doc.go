@@ -5,4 +5,11 @@
 //
 // Postgres-backed cases, and cases needing curl, jq or grpcurl, follow the
 // rule of internal/testenv: skipped loudly when missing, fatal when CI=true.
+//
+// TestRevocationAcrossInstances and TestFaults run several instances over
+// one Postgres database and a private redis-server each (the redis-server
+// binary must be on PATH, same rule), and take dependencies away under load:
+// SIGKILL and SIGSTOP of Redis or of an instance, and a TCP proxy
+// (testenv.Proxy) that cuts or stalls Postgres. They print their figures
+// with -v; -short runs fewer revocation trials.
 package e2e

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -85,19 +86,23 @@ func wantCode(t *testing.T, what string, took time.Duration, err error, code cod
 	t.Logf("%s: %v after %v, as it should", what, code, round(took))
 }
 
-// readyz fetches /readyz from in: the status and the body's fields.
+// readyz fetches /readyz from in: the status and the body's fields. A
+// failed request is reported with t.Errorf (it may run in a goroutine) and
+// gives status 0.
 func readyz(t *testing.T, in *instance) (int, map[string]string, time.Duration) {
 	t.Helper()
 	t0 := time.Now()
 	resp, err := httpClient.Get(in.BaseURL + "/readyz")
 	if err != nil {
-		t.Fatalf("GET /readyz on %s: %v", in.name, err)
+		t.Errorf("GET /readyz on %s: %v", in.name, err)
+		return 0, nil, time.Since(t0)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	var m map[string]string
 	if err := json.Unmarshal(body, &m); err != nil {
-		t.Fatalf("GET /readyz on %s: body %q is not a JSON object of strings", in.name, body)
+		t.Errorf("GET /readyz on %s: body %q is not a JSON object of strings", in.name, body)
+		return 0, nil, time.Since(t0)
 	}
 	return resp.StatusCode, m, time.Since(t0)
 }
@@ -153,6 +158,7 @@ func testRedisKilled(t *testing.T) {
 	confirmed := []int{a.MsgCount(msgConfirmed), b.MsgCount(msgConfirmed)}
 
 	l.setPhase("down, first 1s")
+	time.Sleep(10 * time.Millisecond) // calls started before it end first
 	killed := time.Now()
 	r.Kill(t)
 	for i, in := range []*instance{a, b} {
@@ -256,6 +262,7 @@ func testRedisPaused(t *testing.T) {
 	l := startLoad(t, c, f.keys, 4, loadDeadline, "before")
 	time.Sleep(time.Second)
 	l.setPhase("paused")
+	time.Sleep(10 * time.Millisecond)
 	paused := time.Now()
 	r.Pause(t)
 	time.Sleep(300 * time.Millisecond) // past every lease
@@ -303,6 +310,7 @@ func testPostgresCut(t *testing.T) {
 	l := startLoad(t, c, f.keys, 4, loadDeadline, "before")
 	time.Sleep(time.Second)
 	l.setPhase("cut")
+	time.Sleep(10 * time.Millisecond)
 	cut := time.Now()
 	proxy.Cut()
 
@@ -394,6 +402,7 @@ func testPostgresStalled(t *testing.T) {
 	l := startLoad(t, c, f.keys, 4, loadDeadline, "before")
 	time.Sleep(time.Second)
 	l.setPhase("stalled")
+	time.Sleep(10 * time.Millisecond)
 	stalled := time.Now()
 	proxy.Stall()
 
@@ -416,11 +425,21 @@ func testPostgresStalled(t *testing.T) {
 		}
 	}()
 	f.wantValid(t, "store stalled, a cached key", probeSecret, true)
-	code, body, rtook := readyz(t, b)
-	t.Logf("/readyz with the store stalled: %d %v in %v", code, body, round(rtook))
-	if code != http.StatusServiceUnavailable || body["store"] != "unavailable" {
-		t.Errorf("/readyz with the store stalled: %d %v, want 503 store=unavailable", code, body)
+	// Three probes at once: each checks the dependencies in its own order
+	// (they are a map), and each must name only the store.
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, body, rtook := readyz(t, b)
+			t.Logf("/readyz with the store stalled: %d %v in %v", code, body, round(rtook))
+			if code != http.StatusServiceUnavailable || body["store"] != "unavailable" || body["redis"] != "ok" {
+				t.Errorf("/readyz with the store stalled: %d %v, want 503 store=unavailable redis=ok", code, body)
+			}
+		}()
 	}
+	wg.Wait()
 	sleepUntil(stalled.Add(3 * time.Second))
 
 	l.setPhase("restored")

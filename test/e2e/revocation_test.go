@@ -3,8 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,7 +53,7 @@ func TestRevocationAcrossInstances(t *testing.T) {
 	var hammers hammerStats
 	stopHammers := make(chan struct{})
 	var hwg sync.WaitGroup
-	for _, in := range c.insts[:hammerN()] {
+	for _, in := range c.insts {
 		hwg.Add(1)
 		go func() {
 			defer hwg.Done()
@@ -70,7 +68,7 @@ func TestRevocationAcrossInstances(t *testing.T) {
 		afterLat   durations // Validate calls right after a write
 		warmLat    durations // Validate calls of a warm key (in-process hits)
 		revokes    = map[string]int{}
-		stale      []string // descriptions of violations, the first few
+		samples    []string // descriptions of violations, the first few
 		nStale     int      // a Validate accepted a revoked secret
 		nUnseen    int      // a Validate refused a key a write had just made valid
 		nReason    int      // refused, for another reason than the write's
@@ -79,8 +77,8 @@ func TestRevocationAcrossInstances(t *testing.T) {
 	)
 	fail := func(kind *int, format string, args ...any) {
 		*kind++
-		if len(stale) < 10 {
-			stale = append(stale, fmt.Sprintf(format, args...))
+		if len(samples) < 10 {
+			samples = append(samples, fmt.Sprintf(format, args...))
 		}
 	}
 	rpcFailed := func(format string, args ...any) {
@@ -204,7 +202,7 @@ func TestRevocationAcrossInstances(t *testing.T) {
 		round(writeLat["DisableKey"].pct(50)), round(writeLat["DisableKey"].pct(99)))
 
 	if nStale+nUnseen+nReason > 0 {
-		t.Errorf("%d violations of the revocation contract; first: %s", nStale+nUnseen+nReason, strings.Join(stale, "; "))
+		t.Errorf("%d violations of the revocation contract; first: %s", nStale+nUnseen+nReason, strings.Join(samples, "; "))
 	}
 	if nErrors > 0 {
 		t.Errorf("%d RPC errors with every dependency up; first: %s", nErrors, strings.Join(errorsSeen, "; "))
@@ -354,12 +352,4 @@ func checkLocalTierServes(t *testing.T, c *cluster, dsn string) {
 	}
 	t.Fatalf("a warm key was not served from the in-process tier (its row was disabled and Redis emptied, and these "+
 		"answered from the store): %v. The revocation test would not exercise the in-process tier.", lastMiss)
-}
-
-func hammerN() int { // TEMP experiment
-	if v := os.Getenv("E2E_HAMMERS"); v != "" {
-		n, _ := strconv.Atoi(v)
-		return n
-	}
-	return 3
 }
