@@ -79,11 +79,16 @@ check-generated: generate
 	@test -z "$$(git status --porcelain -- gen)" || { echo "untracked files in gen/"; git status --porcelain -- gen; exit 1; }
 
 # What CI needs beyond Go: the code generators, grpcurl for the README's gRPC
-# walk-through, and curl and jq for its REST walk-through.
+# walk-through, and Debian packages for the end-to-end tests, as command:package
+# pairs (a package is installed when its command is missing).
+CI_COMMANDS := curl:curl jq:jq redis-server:redis-server
 APT_GET := $(shell command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo) apt-get
 ci-deps: tools grpcurl
-	@missing=""; for c in curl jq; do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	@missing=""; for pair in $(CI_COMMANDS); do \
+	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; \
+	done; \
 	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
 	  $(APT_GET) update -qq && $(APT_GET) install -y -qq -o DPkg::Lock::Timeout=600 $$missing; \
 	fi
 

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+	"net/http"
 
 	"github.com/keyward/keyward/internal/adminauth"
 	"github.com/keyward/keyward/internal/cache"
@@ -109,6 +111,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *App, err
 		Auth:     adminauth.New(caches, nil),
 		Ready:    ready,
 		Logger:   log,
+		// Further gRPC services on the gRPC listener (e.g. Envoy's ext_authz).
+		Register: func(g *grpc.Server) {},
+		// Further HTTP handlers on the HTTP listener (e.g. the console, forward-auth).
+		Routes: func(mux *http.ServeMux) {},
 	})
 	if err != nil {
 		if rdb != nil {
