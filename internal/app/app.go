@@ -78,6 +78,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *App, err
 			ReadTimeout:  250 * time.Millisecond,
 			WriteTimeout: 250 * time.Millisecond,
 			PoolTimeout:  250 * time.Millisecond,
+			// Retries with backoff would turn one refused connection into
+			// seconds of stalled lookups; the cache skips Redis instead.
+			MaxRetries:    -1,
+			DialerRetries: 1,
 		})
 		ready["redis"] = redisPing{rdb}
 	}

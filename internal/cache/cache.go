@@ -35,6 +35,7 @@ type Options struct {
 	NegativeTTL       time.Duration // "no such key", both tiers
 	Lease             time.Duration
 	HeartbeatInterval time.Duration
+	StoreTimeout      time.Duration // bound of one store lookup; default 2s
 	Logger            *slog.Logger
 }
 
@@ -68,6 +69,9 @@ func New(o Options) *Cache {
 	}
 	if o.HeartbeatInterval == 0 {
 		o.HeartbeatInterval = 50 * time.Millisecond
+	}
+	if o.StoreTimeout == 0 {
+		o.StoreTimeout = 2 * time.Second
 	}
 	if o.LocalEntries == 0 {
 		o.LocalEntries = 100_000
@@ -224,7 +228,14 @@ func (c *Cache) miss(ctx context.Context, h *[32]byte) (missResult, error) {
 }
 
 func (c *Cache) fromStore(ctx context.Context, h *[32]byte) (*entry, error) {
-	k, err := c.store(ctx, h[:])
+	// A stalled store must turn into Unavailable, not into a wait as long
+	// as the caller's deadline (which may be none).
+	sctx, cancel := context.WithTimeout(ctx, c.o.StoreTimeout)
+	defer cancel()
+	k, err := c.store(sctx, h[:])
+	if err != nil && ctx.Err() == nil && sctx.Err() != nil {
+		err = fmt.Errorf("%w: store lookup timed out after %v", keys.ErrUnavailable, c.o.StoreTimeout)
+	}
 	if errors.Is(err, keys.ErrNotFound) {
 		return &entry{size: sizeOf(nil)}, nil // version 0: any real write is newer
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -164,18 +165,33 @@ func (s *Server) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
+// readyz reports every dependency, checked concurrently so a hung one does
+// not make the others look down. Only the store decides the status code:
+// without Redis, Keyward still validates (from the store), so taking the
+// instance out of a load balancer would turn a cache outage into an outage.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
+	var mu sync.Mutex
 	out, code := map[string]string{}, http.StatusOK
+	var wg sync.WaitGroup
 	for name, c := range s.o.Ready {
-		if err := c.Ping(ctx); err != nil {
-			out[name] = "unavailable"
-			code = http.StatusServiceUnavailable
-			continue
-		}
-		out[name] = "ok"
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			defer cancel()
+			state := "ok"
+			if err := c.Ping(ctx); err != nil {
+				state = "unavailable"
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			out[name] = state
+			if state != "ok" && name == "store" {
+				code = http.StatusServiceUnavailable
+			}
+		}()
 	}
+	wg.Wait()
 	writeJSON(w, code, out)
 }
 

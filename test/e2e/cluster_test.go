@@ -405,7 +405,9 @@ func (l *load) work(w int) {
 		}
 		k := l.keys[rng.IntN(len(l.keys))]
 		in := l.c.insts[i%len(l.c.insts)]
-		// The clock first: a call counts under the phase it surely started in.
+		// The phase is read just before the call is sent, so a call counts
+		// under the phase it was sent in (cases leave a few milliseconds
+		// between a phase change and the fault, for calls already on the way).
 		t0 := time.Now()
 		phase := *l.phase.Load()
 		ctx, cancel := context.WithTimeout(context.Background(), l.timeout)

@@ -23,9 +23,10 @@ import (
 // is a re-enable. Thousands of trials, zero violations.
 //
 // Besides the Validate calls each trial makes right after a write, one
-// goroutine per instance validates the trial's key in a loop, so fills of
-// the old state race every invalidation; an answer from a call that started
-// after the write returned is judged the same way.
+// goroutine per instance validates the trial's key in a loop from just
+// before the write until the trial ends, so lookups and fills of the old
+// state race every invalidation and commit; an answer from a call that
+// started after the write returned is judged the same way.
 func TestRevocationAcrossInstances(t *testing.T) {
 	trials, poolSize := 2000, 200
 	if testing.Short() {
@@ -182,6 +183,7 @@ func TestRevocationAcrossInstances(t *testing.T) {
 			checkValid(trial, "CreateKey on "+other.name, c.validateAll(pk.secret))
 		}
 		st.closed.Store(clock())
+		cur.Store(nil) // the hammers rest while the next key is warmed
 	}
 	elapsed := time.Since(start)
 	haltHammers()
@@ -261,7 +263,7 @@ func hammer(in *instance, cur *atomic.Pointer[trialState], clock func() int64, s
 		}
 		st := cur.Load()
 		if st == nil {
-			time.Sleep(time.Millisecond)
+			time.Sleep(100 * time.Microsecond)
 			continue
 		}
 		start := clock()
