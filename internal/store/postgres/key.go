@@ -30,8 +30,8 @@ func (s *Store) Create(ctx context.Context, k *keys.Key, requestID string) (*key
 		return nil, keys.Invalid("id", "must not be empty")
 	}
 	c := k.Clone()
-	normalize(c)
-	now := micro(s.now())
+	store.Normalize(c)
+	now := store.Micro(s.now())
 	c.CreateTime, c.UpdateTime, c.Version = now, now, 1
 	metadata, err := json.Marshal(c.Metadata)
 	if err != nil {
@@ -173,11 +173,11 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*keys.Key) error)
 		if err := fn(after); err != nil {
 			return err
 		}
-		normalize(after)
+		store.Normalize(after)
 		// The store's fields are the store's, whatever fn did to them.
 		after.ID, after.CreateTime = before.ID, before.CreateTime
 		after.Version = before.Version + 1
-		after.UpdateTime = micro(s.now())
+		after.UpdateTime = store.Micro(s.now())
 		metadata, err := json.Marshal(after.Metadata)
 		if err != nil {
 			return fmt.Errorf("encode metadata: %w", err)
@@ -241,36 +241,10 @@ func scan(row pgx.Row) (*keys.Key, error) {
 	if lastUsed != nil {
 		k.LastUsed = *lastUsed
 	}
-	normalize(&k)
+	store.Normalize(&k)
 	return &k, nil
 }
 
-// normalize gives k the form every read returns (see store.Store): UTC
-// microsecond times, non-nil Scopes and Metadata.
-func normalize(k *keys.Key) {
-	if k.Scopes == nil {
-		k.Scopes = []string{}
-	}
-	if k.Metadata == nil {
-		k.Metadata = map[string]string{}
-	}
-	k.CreateTime = micro(k.CreateTime)
-	k.UpdateTime = micro(k.UpdateTime)
-	k.ExpireTime = micro(k.ExpireTime)
-	k.LastUsed = micro(k.LastUsed)
-}
-
-// micro is t as stored: UTC, whole microseconds; the zero time stays zero.
-func micro(t time.Time) time.Time {
-	if t.IsZero() {
-		return time.Time{}
-	}
-	t = t.UTC().Truncate(time.Microsecond)
-	if t.IsZero() { // within a microsecond of year 1: as good as unset
-		return time.Time{}
-	}
-	return t
-}
 
 // nullTime is NULL for the zero time, which means "never" here.
 func nullTime(t time.Time) *time.Time {

@@ -11,10 +11,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
-	"path"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -84,7 +80,7 @@ func (s *Store) Close() error {
 // PostgreSQL, so a failed migration leaves no trace. Versions recorded but
 // unknown to this binary (a newer release ran) are left alone.
 func (s *Store) Migrate(ctx context.Context) error {
-	ms, err := migrations()
+	ms, err := store.Migrations(migrationFiles)
 	if err != nil {
 		return err
 	}
@@ -112,17 +108,17 @@ func (s *Store) Migrate(ctx context.Context) error {
 			applied[int(v)] = true
 		}
 		for _, m := range ms {
-			if applied[m.version] {
+			if applied[m.Version] {
 				continue
 			}
 			// No arguments: pgx sends it with the simple protocol, which
 			// allows several statements.
-			if _, err := tx.Exec(ctx, m.sql); err != nil {
-				return fmt.Errorf("migration %s: %w", m.name, translate(ctx, err))
+			if _, err := tx.Exec(ctx, m.SQL); err != nil {
+				return fmt.Errorf("migration %s: %w", m.Name, translate(ctx, err))
 			}
 			if _, err := tx.Exec(ctx, "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-				m.version, m.name); err != nil {
-				return fmt.Errorf("record migration %s: %w", m.name, translate(ctx, err))
+				m.Version, m.Name); err != nil {
+				return fmt.Errorf("record migration %s: %w", m.Name, translate(ctx, err))
 			}
 		}
 		return nil
@@ -133,40 +129,6 @@ func (s *Store) Migrate(ctx context.Context) error {
 	return nil
 }
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-// migrations reads migrations/NNNN_what.sql in version order.
-func migrations() ([]migration, error) {
-	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
-	if err != nil {
-		return nil, err
-	}
-	var ms []migration
-	seen := map[int]string{}
-	for _, p := range names {
-		name := path.Base(p)
-		num, _, _ := strings.Cut(name, "_")
-		v, err := strconv.Atoi(num)
-		if err != nil || v < 1 {
-			return nil, fmt.Errorf("migration %s: name must start with a positive number", name)
-		}
-		if other, ok := seen[v]; ok {
-			return nil, fmt.Errorf("migrations %s and %s share version %d", other, name, v)
-		}
-		seen[v] = name
-		body, err := migrationFiles.ReadFile(p)
-		if err != nil {
-			return nil, err
-		}
-		ms = append(ms, migration{version: v, name: name, sql: string(body)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	return ms, nil
-}
 
 // inTx runs fn in a transaction, committing if fn returns nil and rolling back
 // otherwise, so no caller can forget either. fn's error is returned as is;
