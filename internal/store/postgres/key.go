@@ -245,7 +245,6 @@ func scan(row pgx.Row) (*keys.Key, error) {
 	return &k, nil
 }
 
-
 // nullTime is NULL for the zero time, which means "never" here.
 func nullTime(t time.Time) *time.Time {
 	if t.IsZero() {

@@ -129,7 +129,6 @@ func (s *Store) Migrate(ctx context.Context) error {
 	return nil
 }
 
-
 // inTx runs fn in a transaction, committing if fn returns nil and rolling back
 // otherwise, so no caller can forget either. fn's error is returned as is;
 // errors of BEGIN and COMMIT are translated.

@@ -273,7 +273,6 @@ func scan(sc interface{ Scan(...any) error }) (*keys.Key, error) {
 	return &k, nil
 }
 
-
 func nullMicros(t time.Time) sql.NullInt64 {
 	if t.IsZero() {
 		return sql.NullInt64{}

@@ -171,7 +171,6 @@ func (s *Store) Migrate(ctx context.Context) error {
 	return nil
 }
 
-
 // inTx runs fn in a write transaction, committing if fn returns nil and
 // rolling back otherwise, so no caller can forget either. fn's error is
 // returned as is; fn runs again, in a new transaction, if SQLite reports the
