@@ -12,4 +12,8 @@
 // SIGKILL and SIGSTOP of Redis or of an instance, and a TCP proxy
 // (testenv.Proxy) that cuts or stalls Postgres. They print their figures
 // with -v; -short runs fewer revocation trials.
+//
+// TestConsole drives the web console in headless Chromium through chromedp
+// (the chromium binary must be on PATH, same rule) and saves screenshots to
+// $KEYWARD_ARTIFACTS/console.
 package e2e

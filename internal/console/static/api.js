@@ -1,0 +1,90 @@
+// Keyward's REST API, as the console uses it. Every call carries the admin
+// key as a Bearer header. Searches use POST /v1/keys:search, so a pasted
+// secret travels in a request body and never in a URL (URLs end up in logs
+// and browser history).
+
+/** An error answer from Keyward ({code, message, details}), or no answer. */
+export class ApiError extends Error {
+  constructor(status, code, message, details = []) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status; // HTTP status; 0 when the server could not be reached
+    this.code = code; // gRPC code
+    this.details = details;
+  }
+  get unauthenticated() { return this.status === 401; }
+  get forbidden() { return this.status === 403; }
+  get notFound() { return this.status === 404; }
+  get aborted() { return this.code === 10; } // ABORTED: the etag no longer matches
+  get alreadyExists() { return this.code === 6; }
+}
+
+const keyPath = (id) => `/v1/keys/${encodeURIComponent(id)}`;
+
+export class Api {
+  /** @param {string} adminKey */
+  constructor(adminKey) {
+    this.adminKey = adminKey;
+  }
+
+  async request(method, path, body, { signal } = {}) {
+    const headers = { authorization: `Bearer ${this.adminKey}`, accept: 'application/json' };
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    let res;
+    try {
+      res = await fetch(path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal,
+        cache: 'no-store',
+        credentials: 'omit',
+        referrerPolicy: 'no-referrer',
+      });
+    } catch (err) {
+      if (err && err.name === 'AbortError') throw err;
+      throw new ApiError(0, 14, 'Could not reach Keyward. Check that the server is running, then try again.');
+    }
+    const text = await res.text().catch(() => '');
+    let data = null;
+    if (text) {
+      try { data = JSON.parse(text); } catch { data = null; }
+    }
+    if (!res.ok) {
+      const message = data && typeof data.message === 'string' && data.message
+        ? data.message
+        : `Keyward answered ${res.status} ${res.statusText}`.trim();
+      throw new ApiError(res.status, data && Number.isInteger(data.code) ? data.code : 0, message,
+        (data && data.details) || []);
+    }
+    return data ?? {};
+  }
+
+  /** ListKeys through POST /v1/keys:search → {keys, nextPageToken}. */
+  search(query, pageSize, pageToken = '', opts = {}) {
+    return this.request('POST', '/v1/keys:search', { query, pageSize, pageToken }, opts);
+  }
+
+  /** CreateKey → {key, secret}. requestId makes a retry safe (AIP-155). */
+  create(key, requestId) {
+    const q = requestId ? `?request_id=${encodeURIComponent(requestId)}` : '';
+    return this.request('POST', `/v1/keys${q}`, key);
+  }
+
+  get(id) { return this.request('GET', keyPath(id)); }
+
+  /**
+   * UpdateKey: changes exactly the fields named in mask (proto names), so a
+   * field can be cleared by naming it and leaving it out of key.
+   */
+  update(id, key, mask) {
+    const q = `?update_mask=${encodeURIComponent(mask.join(','))}`;
+    return this.request('PATCH', `${keyPath(id)}${q}`, key);
+  }
+
+  enable(id) { return this.request('POST', `${keyPath(id)}:enable`, {}); }
+  disable(id) { return this.request('POST', `${keyPath(id)}:disable`, {}); }
+  /** RegenerateKey → {key, secret}. */
+  regenerate(id) { return this.request('POST', `${keyPath(id)}:regenerate`, {}); }
+  remove(id) { return this.request('DELETE', keyPath(id)); }
+}

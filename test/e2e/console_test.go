@@ -1,0 +1,848 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	cdpbrowser "github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/input"
+	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
+	"github.com/keyward/keyward/internal/testenv"
+)
+
+var updateConsolePNG = flag.Bool("update-console-png", false,
+	"TestConsole: also write its key-list screenshot to docs/console.png")
+
+var secretPattern = regexp.MustCompile(`^kw_test_[0-9A-Za-z]{49}$`)
+
+// TestConsole drives the web console in a real headless Chromium against a
+// real `keyward serve`, the way an administrator does: sign in (and a wrong
+// key is refused), generate a key and read its secret, search by name and by
+// the pasted secret, switch it off, edit it, regenerate it and delete it,
+// checking each effect over gRPC with Validate. Along the way: the empty
+// state, error messages for failed calls, copy, keyboard use, paging through
+// more keys than one page, a phone-sized screen, and sign-out. It fails on
+// any uncaught exception or Content-Security-Policy violation in the page,
+// and on any request whose URL carries a secret.
+//
+// Screenshots of the main states go to $KEYWARD_ARTIFACTS/console (or a
+// temporary directory, logged); -update-console-png also writes the key
+// list to docs/console.png for the README.
+func TestConsole(t *testing.T) {
+	chromium := chromiumPath(t)
+	s := startServer(t, t.TempDir(), "")
+	kc := keyClient(t, s)
+	admin := func(ctx context.Context) context.Context {
+		return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+s.AdminKey)
+	}
+	validate := func(secret string) *keywardv1.ValidateResponse {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		resp, err := kc.Validate(ctx, &keywardv1.ValidateRequest{Key: secret})
+		if err != nil {
+			t.Fatalf("Validate over gRPC: %v", err)
+		}
+		return resp
+	}
+	getKey := func(id string) (*keywardv1.Key, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		resp, err := kc.GetKey(admin(ctx), &keywardv1.GetKeyRequest{KeyId: id})
+		return resp.GetKey(), err
+	}
+	createKey := func(k *keywardv1.Key) (*keywardv1.Key, string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		resp, err := kc.CreateKey(admin(ctx), &keywardv1.CreateKeyRequest{Key: k})
+		if err != nil {
+			t.Fatalf("CreateKey %q over gRPC: %v", k.GetDisplayName(), err)
+		}
+		return resp.GetKey(), resp.GetSecret()
+	}
+	adminKeyID := func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		resp, err := kc.ListKeys(admin(ctx), &keywardv1.ListKeysRequest{Query: s.AdminKey})
+		if err != nil || len(resp.GetKeys()) != 1 {
+			t.Fatalf("find the admin key: %v, %d keys", err, len(resp.GetKeys()))
+		}
+		return resp.GetKeys()[0].GetKeyId()
+	}()
+
+	b := newBrowser(t, chromium, s.BaseURL)
+	secrets := []string{s.AdminKey} // none of these may ever appear in a URL
+
+	var (
+		keyID, secret string
+		card          string // CSS selector of the generated key's card
+	)
+
+	step(t, "sign-in", func(t *testing.T) {
+		b.t = t
+		b.navigate(s.BaseURL + "/")
+		b.waitJS("the sign-in form", `!document.getElementById('signin-view').hidden`)
+		b.waitJS("focus on the admin key field", `document.activeElement.id === 'signin-key'`)
+		b.shot("sign-in")
+
+		// A wrong key (well-formed, but unknown) is refused, and said so.
+		wrong := "kw_live_" + strings.Repeat("A", 49)
+		b.do("type a wrong key", chromedp.SendKeys(chromedp.CSS("#signin-key"), wrong))
+		b.click("#signin-submit")
+		b.waitJS("the wrong key's error", `(() => { const e = document.getElementById('signin-error');
+			return !e.hidden && e.textContent.includes('did not accept'); })()`)
+		if got := evalJS[string](b, `sessionStorage.getItem('keyward.adminKey') ?? ''`); got != "" {
+			t.Errorf("sessionStorage holds %q after a refused sign-in", got)
+		}
+		b.shot("sign-in-refused")
+
+		b.replaceText("#signin-key", s.AdminKey+"\n") // Enter submits
+		b.waitJS("the key list", `!document.getElementById('keys-view').hidden`)
+		b.waitCards("the admin key's card", fmt.Sprintf(`ids.includes(%q)`, adminKeyID))
+		if got := evalJS[string](b, `sessionStorage.getItem('keyward.adminKey') ?? ''`); got != s.AdminKey {
+			t.Errorf("sessionStorage holds %q, want the admin key", got)
+		}
+		if got := evalJS[string](b, `localStorage.length + document.cookie.length + ''`); got != "0" {
+			t.Errorf("the admin key went beyond sessionStorage: localStorage/cookies hold %s entries/bytes", got)
+		}
+		text := b.text(cardSel(adminKeyID))
+		for _, want := range []string{"admin (generated)", "you", "admin", "keyward:admin", "Active"} {
+			if !strings.Contains(text, want) {
+				t.Errorf("the admin key's card does not say %q: %q", want, text)
+			}
+		}
+		// Every action on a card is a real button, reachable by keyboard.
+		if n := evalJS[int](b, `[...document.querySelectorAll('li.card [data-action]')].filter(e => e.tagName !== 'BUTTON').length`); n != 0 {
+			t.Errorf("%d card actions are not buttons", n)
+		}
+	})
+
+	step(t, "reload-keeps-session-and-lists-keys", func(t *testing.T) {
+		b.t = t
+		seedKeys(t, createKey, kc, admin)
+		b.navigate(s.BaseURL + "/")
+		b.waitCards("the seeded keys after a reload", `ids.length === 6`)
+		b.waitJS("the list status", `document.getElementById('list-status').textContent.includes('Showing all 6 keys')`)
+		b.do("blur the search box", chromedp.Evaluate[chromedp.Void](`document.activeElement.blur()`))
+		png := b.shot("key-list")
+		if *updateConsolePNG {
+			dst := filepath.Join(repoRoot, "docs", "console.png")
+			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(dst, png, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("wrote %s", dst)
+		}
+	})
+
+	step(t, "empty-state", func(t *testing.T) {
+		b.t = t
+		b.do("type a search", chromedp.SendKeys(chromedp.CSS("#search"), "no-such-key-anywhere"))
+		b.waitJS("the empty state", `(() => { const e = document.getElementById('empty');
+			return !e.hidden && e.textContent.includes('No keys match “no-such-key-anywhere”'); })()`)
+		if ids := b.cardIDs(); len(ids) != 0 {
+			t.Errorf("cards shown beside the empty state: %v", ids)
+		}
+		b.shot("empty-search")
+		b.replaceText("#search", "")
+		b.waitCards("every key again", `ids.length === 6`)
+	})
+
+	step(t, "generate", func(t *testing.T) {
+		b.t = t
+		b.click("#generate")
+		b.waitJS("the generate dialog, focus on the name", `document.getElementById('key-dialog').open && document.activeElement.id === 'f-name'`)
+		b.do("fill the form",
+			chromedp.SendKeys(chromedp.CSS("#f-name"), "MES line 1"),
+			chromedp.SendKeys(chromedp.CSS("#f-description"), "Plant A, hall 3"),
+			chromedp.SendKeys(chromedp.CSS("#f-scopes"), "orders:read, orders:write"),
+		)
+		b.selectOption("#f-environment", "test")
+		b.selectOption("#f-expiry", "90")
+		b.click("#f-metadata-add")
+		b.do("fill a label",
+			chromedp.SendKeys(chromedp.CSS("#f-metadata .meta-row:last-child .meta-key"), "plant"),
+			chromedp.SendKeys(chromedp.CSS("#f-metadata .meta-row:last-child .meta-value"), "A"),
+		)
+		b.shot("generate-dialog")
+		b.click("#key-form-submit")
+		b.waitJS("the secret dialog", `document.getElementById('secret-dialog').open && document.getElementById('secret-value').value !== ''`)
+		secret = evalJS[string](b, `document.getElementById('secret-value').value`)
+		if !secretPattern.MatchString(secret) {
+			t.Fatalf("the dialog shows %q, want a kw_test_ key", secret)
+		}
+		secrets = append(secrets, secret)
+		warning := b.text("#secret-warning")
+		if !strings.Contains(warning, "only time") || !strings.Contains(warning, "cannot show it again") {
+			t.Errorf("the secret dialog's warning does not say it is shown once: %q", warning)
+		}
+		if id := evalJS[string](b, `document.activeElement.id`); id != "secret-copy" {
+			t.Errorf("focus is on #%s in the secret dialog, want the Copy button", id)
+		}
+		b.shot("secret-shown")
+		b.click("#secret-copy")
+		b.waitJS("the copy confirmation", `document.getElementById('secret-copied').textContent.includes('Copied')`)
+		if got := b.clipboard(); got != secret {
+			t.Errorf("the clipboard holds %q after Copy, want the secret", got)
+		}
+		b.click("#secret-done")
+		b.waitJS("the secret dialog to close, focus back on Generate", `!document.getElementById('secret-dialog').open && document.activeElement.id === 'generate'`)
+		b.waitJS("the closed secret dialog to forget the secret", `document.getElementById('secret-value').value === ''`)
+
+		if v := validate(secret); !v.GetValid() {
+			t.Fatalf("Validate(new secret) = %v, want valid", v)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		found, err := kc.ListKeys(admin(ctx), &keywardv1.ListKeysRequest{Query: secret})
+		if err != nil || len(found.GetKeys()) != 1 {
+			t.Fatalf("ListKeys(query=secret): %v, %v", found, err)
+		}
+		k := found.GetKeys()[0]
+		keyID, card = k.GetKeyId(), cardSel(k.GetKeyId())
+		if k.GetDisplayName() != "MES line 1" || k.GetDescription() != "Plant A, hall 3" || k.GetEnvironment() != "test" ||
+			strings.Join(k.GetScopes(), ",") != "orders:read,orders:write" || k.GetMetadata()["plant"] != "A" || len(k.GetMetadata()) != 1 {
+			t.Errorf("the generated key is %v", k)
+		}
+		if exp := k.GetExpireTime().AsTime(); exp.Before(time.Now().Add(89*24*time.Hour)) || exp.After(time.Now().Add(91*24*time.Hour)) {
+			t.Errorf("expireTime = %v, want about 90 days from now", exp)
+		}
+		text := b.text(card)
+		for _, want := range []string{"MES line 1", "Plant A, hall 3", k.GetMaskedKey(), "test", "orders:read", "orders:write",
+			"Active", "Created", "Last used", "Never", "Expires", "secret available to copy", keyID} {
+			if !strings.Contains(text, want) {
+				t.Errorf("the new card does not show %q: %q", want, text)
+			}
+		}
+		if got := b.attr(card+" .switch", "aria-checked"); got != "true" {
+			t.Errorf("the new card's switch is aria-checked=%q, want true", got)
+		}
+	})
+	if keyID == "" {
+		return
+	}
+
+	step(t, "copy", func(t *testing.T) {
+		b.t = t
+		b.click(card + ` [data-action="copy"]`)
+		b.waitJS("the copy message", `document.getElementById('toast').textContent.includes('Copied the key of “MES line 1”')`)
+		if got := b.clipboard(); got != secret {
+			t.Errorf("Copy on a card whose secret the page has: clipboard %q, want the secret", got)
+		}
+		// The admin key's secret is not in the page: Copy takes the key id and says why.
+		b.click(cardSel(adminKeyID) + ` [data-action="copy"]`)
+		b.waitJS("the key-id message", `(() => { const t = document.getElementById('toast').textContent;
+			return t.includes('Copied the key ID') && t.includes('cannot be copied') && t.includes('Regenerate'); })()`)
+		if got := b.clipboard(); got != adminKeyID {
+			t.Errorf("Copy on a card without its secret: clipboard %q, want the key id %s", got, adminKeyID)
+		}
+	})
+
+	step(t, "search", func(t *testing.T) {
+		b.t = t
+		b.replaceText("#search", "mes line")
+		b.waitCards("search by name", fmt.Sprintf(`ids.join() === %q`, keyID))
+		b.waitJS("the match count", `document.getElementById('list-status').textContent.includes('1 matching key')`)
+		b.shot("search-by-name")
+
+		// Paste the whole secret: one input event with all of it, as a paste makes.
+		b.do("select the search box", chromedp.Evaluate[chromedp.Void](`document.getElementById('search').select()`))
+		b.do("paste the secret", chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := chromedp.Call(ctx, input.InsertText, input.InsertTextParams{Text: secret})
+			return err
+		}))
+		b.waitCards("search by the pasted secret", fmt.Sprintf(`ids.join() === %q`, keyID))
+		b.shot("search-by-secret")
+
+		// A secret of another key finds nothing (and says so without echoing it).
+		other := "kw_test_" + strings.Repeat("B", 49)
+		b.replaceText("#search", other)
+		b.waitJS("the empty state for a pasted key", `(() => { const e = document.getElementById('empty');
+			return !e.hidden && e.textContent.includes('No key matches the pasted key'); })()`)
+
+		b.replaceText("#search", "")
+		b.waitCards("every key again", fmt.Sprintf(`ids.includes(%q) && ids.includes(%q)`, keyID, adminKeyID))
+	})
+
+	step(t, "switch-off-and-on", func(t *testing.T) {
+		b.t = t
+		b.click(card + " .switch")
+		b.waitJS("the switch-off warning", `(() => { const d = document.getElementById('confirm-dialog');
+			return d.open && d.textContent.includes('blocks access immediately') && document.activeElement.id === 'confirm-cancel'; })()`)
+		b.shot("switch-off-warning")
+		b.click("#confirm-ok")
+		b.waitJS("the card to show the key off", fmt.Sprintf(`(() => { const c = document.querySelector(%q);
+			return c.querySelector('.switch').getAttribute('aria-checked') === 'false' && c.textContent.includes('Inactive')
+				&& !document.getElementById('confirm-dialog').open; })()`, card))
+		if v := validate(secret); v.GetValid() || v.GetReason() != keywardv1.ValidateResponse_REASON_DISABLED {
+			t.Errorf("Validate after switching off in the console = %v, want REASON_DISABLED", v)
+		}
+		b.shot("switched-off")
+
+		// On again, from the keyboard: no confirmation needed.
+		b.do("focus the switch", chromedp.Focus(chromedp.CSS(card+" .switch")))
+		b.do("press Space", chromedp.KeyEvent(" "))
+		b.waitJS("the card to show the key on", fmt.Sprintf(`document.querySelector(%q).getAttribute('aria-checked') === 'true'`, card+" .switch"))
+		if v := validate(secret); !v.GetValid() {
+			t.Errorf("Validate after switching on in the console = %v, want valid", v)
+		}
+	})
+
+	step(t, "edit", func(t *testing.T) {
+		b.t = t
+		b.click(card + ` [data-action="edit"]`)
+		b.waitJS("the edit dialog", `document.getElementById('key-dialog').open && document.getElementById('f-name').value === 'MES line 1'`)
+		if !evalJS[bool](b, `document.getElementById('f-environment').disabled`) {
+			t.Error("the environment can be edited; it is part of the secret")
+		}
+		b.replaceText("#f-name", "MES line 1 (plant A)")
+		b.replaceText("#f-description", "Hall 3, packaging")
+		b.do("add a scope", chromedp.SendKeys(chromedp.CSS("#f-scopes"), ", inventory:read"))
+		b.selectOption("#f-expiry", "never")
+		b.click("#f-metadata-add")
+		b.do("fill a label",
+			chromedp.SendKeys(chromedp.CSS("#f-metadata .meta-row:last-child .meta-key"), "line"),
+			chromedp.SendKeys(chromedp.CSS("#f-metadata .meta-row:last-child .meta-value"), "1"),
+		)
+		b.shot("edit-dialog")
+		b.click("#key-form-submit")
+		b.waitJS("the card to update", fmt.Sprintf(`!document.getElementById('key-dialog').open
+			&& document.querySelector(%q).textContent.includes('MES line 1 (plant A)')`, card))
+		text := b.text(card)
+		for _, want := range []string{"Hall 3, packaging", "inventory:read"} {
+			if !strings.Contains(text, want) {
+				t.Errorf("the edited card does not show %q: %q", want, text)
+			}
+		}
+		k, err := getKey(keyID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k.GetDisplayName() != "MES line 1 (plant A)" || k.GetDescription() != "Hall 3, packaging" ||
+			strings.Join(k.GetScopes(), ",") != "orders:read,orders:write,inventory:read" ||
+			k.GetMetadata()["plant"] != "A" || k.GetMetadata()["line"] != "1" || k.GetExpireTime() != nil {
+			t.Errorf("after the edit the key is %v", k)
+		}
+	})
+
+	step(t, "regenerate", func(t *testing.T) {
+		b.t = t
+		b.click(card + ` [data-action="regenerate"]`)
+		b.waitJS("the regenerate warning", `(() => { const d = document.getElementById('confirm-dialog');
+			return d.open && d.textContent.includes('must be updated with the new one'); })()`)
+		b.shot("regenerate-warning")
+		b.click("#confirm-ok")
+		b.waitJS("the new secret", `document.getElementById('secret-dialog').open && document.getElementById('secret-value').value !== ''`)
+		newSecret := evalJS[string](b, `document.getElementById('secret-value').value`)
+		if !secretPattern.MatchString(newSecret) || newSecret == secret {
+			t.Fatalf("the regenerated secret is %q (old %q)", newSecret, secret)
+		}
+		secrets = append(secrets, newSecret)
+		b.shot("regenerated-secret")
+		b.click("#secret-done")
+		b.waitJS("focus back on Regenerate", fmt.Sprintf(`document.activeElement === document.querySelector(%q)`, card+` [data-action="regenerate"]`))
+		if v := validate(secret); v.GetValid() || v.GetReason() != keywardv1.ValidateResponse_REASON_NOT_FOUND {
+			t.Errorf("Validate(old secret) after regenerating = %v, want REASON_NOT_FOUND", v)
+		}
+		if v := validate(newSecret); !v.GetValid() {
+			t.Errorf("Validate(new secret) after regenerating = %v, want valid", v)
+		}
+		secret = newSecret
+	})
+
+	step(t, "delete", func(t *testing.T) {
+		b.t = t
+		del := card + ` [data-action="delete"]`
+		b.click(del)
+		b.waitJS("the delete confirmation", `(() => { const d = document.getElementById('confirm-dialog');
+			return d.open && d.textContent.includes('cannot be restored'); })()`)
+		// Esc cancels: the key stays, focus goes back to the button.
+		b.do("press Escape", chromedp.KeyEvent(kb.Escape))
+		b.waitJS("the dialog to close, focus back on Delete", fmt.Sprintf(`!document.getElementById('confirm-dialog').open
+			&& document.activeElement === document.querySelector(%q)`, del))
+		if v := validate(secret); !v.GetValid() {
+			t.Fatalf("Validate after cancelling the delete = %v, want valid", v)
+		}
+		b.click(del)
+		b.waitJS("the delete confirmation", `document.getElementById('confirm-dialog').open`)
+		b.shot("delete-confirmation")
+		b.click("#confirm-ok")
+		b.waitCards("the card to go", fmt.Sprintf(`!ids.includes(%q)`, keyID))
+		b.waitJS("the delete message", `document.getElementById('toast').textContent.includes('Deleted “MES line 1 (plant A)”')`)
+		if v := validate(secret); v.GetValid() || v.GetReason() != keywardv1.ValidateResponse_REASON_NOT_FOUND {
+			t.Errorf("Validate after deleting in the console = %v, want REASON_NOT_FOUND", v)
+		}
+		if _, err := getKey(keyID); status.Code(err) != codes.NotFound {
+			t.Errorf("GetKey after deleting in the console: %v, want NotFound", err)
+		}
+	})
+
+	step(t, "failed-calls-are-shown", func(t *testing.T) {
+		b.t = t
+		// A key deleted behind the page's back: switching it on fails, and says why.
+		stale, _ := createKey(&keywardv1.Key{DisplayName: "Stale key"})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := kc.DisableKey(admin(ctx), &keywardv1.DisableKeyRequest{KeyId: stale.GetKeyId()}); err != nil {
+			t.Fatal(err)
+		}
+		b.replaceText("#search", "Stale key")
+		b.waitCards("the stale key", fmt.Sprintf(`ids.join() === %q`, stale.GetKeyId()))
+		if _, err := kc.DeleteKey(admin(ctx), &keywardv1.DeleteKeyRequest{KeyId: stale.GetKeyId()}); err != nil {
+			t.Fatal(err)
+		}
+		b.click(cardSel(stale.GetKeyId()) + " .switch")
+		b.waitJS("the error banner", `(() => { const e = document.getElementById('error-banner');
+			return !e.hidden && e.textContent.includes('Could not switch on “Stale key”')
+			&& e.textContent.includes('no longer exists') && /not found/i.test(e.textContent); })()`)
+		if ids := b.cardIDs(); len(ids) != 0 {
+			t.Errorf("the stale key's card is still shown: %v", ids)
+		}
+		b.shot("error-banner")
+		b.click("#error-dismiss")
+		b.waitJS("the banner to go", `document.getElementById('error-banner').hidden`)
+
+		// A request the server refuses: the dialog stays open and shows the server's reason.
+		b.click("#generate")
+		b.waitJS("the generate dialog", `document.getElementById('key-dialog').open`)
+		b.do("fill the form",
+			chromedp.SendKeys(chromedp.CSS("#f-name"), "Bad scopes"),
+			chromedp.SendKeys(chromedp.CSS("#f-scopes"), "orders:read, no-spaces-or-bangs!"),
+		)
+		b.click("#key-form-submit")
+		b.waitJS("the form error", `(() => { const e = document.getElementById('key-form-error');
+			return !e.hidden && e.textContent.includes('scope') && document.getElementById('key-dialog').open; })()`)
+		b.shot("form-error")
+		b.do("press Escape", chromedp.KeyEvent(kb.Escape))
+		b.waitJS("the dialog to close", `!document.getElementById('key-dialog').open`)
+		b.replaceText("#search", "")
+	})
+
+	step(t, "paging", func(t *testing.T) {
+		b.t = t
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		for i := range 150 {
+			if _, err := kc.CreateKey(admin(ctx), &keywardv1.CreateKeyRequest{Key: &keywardv1.Key{DisplayName: fmt.Sprintf("bulk-%03d", i)}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b.replaceText("#search", "bulk-")
+		b.waitCards("the first page", `ids.length === 100`)
+		b.waitJS("the more-to-come status", `document.getElementById('list-status').textContent.includes('more load as you scroll')
+			&& !document.getElementById('more').hidden`)
+		b.do("scroll to the end", chromedp.ScrollIntoView(chromedp.CSS("#load-more")))
+		b.waitCards("the second page", `ids.length === 150 && new Set(ids).size === 150`)
+		b.waitJS("the end of the list", `document.getElementById('more').hidden
+			&& document.getElementById('list-status').textContent.includes('150 matching keys')`)
+		b.replaceText("#search", "")
+		b.waitCards("every key again", `ids.length === 100`)
+	})
+
+	step(t, "phone", func(t *testing.T) {
+		b.t = t
+		b.do("a phone-sized screen", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
+		b.do("scroll to the top", chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, 0)`))
+		b.waitJS("layout", `document.documentElement.clientWidth === 390`)
+		if w := evalJS[int](b, `document.documentElement.scrollWidth`); w > 390 {
+			t.Errorf("the key list is %dpx wide on a 390px screen", w)
+		}
+		b.shot("phone-key-list")
+		b.click("#generate")
+		b.waitJS("the generate dialog", `document.getElementById('key-dialog').open`)
+		if w := evalJS[float64](b, `document.getElementById('key-dialog').getBoundingClientRect().width`); w > 390 {
+			t.Errorf("the generate dialog is %.0fpx wide on a 390px screen", w)
+		}
+		b.shot("phone-generate")
+		b.do("press Escape", chromedp.KeyEvent(kb.Escape))
+		b.waitJS("the dialog to close", `!document.getElementById('key-dialog').open`)
+		b.do("back to a desktop screen", chromedp.EmulateViewport(1280, 900))
+	})
+
+	step(t, "sign-out", func(t *testing.T) {
+		b.t = t
+		b.click("#sign-out")
+		b.waitJS("the sign-in form", `!document.getElementById('signin-view').hidden && document.getElementById('keys-view').hidden`)
+		if got := evalJS[string](b, `sessionStorage.getItem('keyward.adminKey') ?? ''`); got != "" {
+			t.Errorf("sessionStorage still holds the admin key after sign-out")
+		}
+		if n := evalJS[int](b, `document.querySelectorAll('li.card').length`); n != 0 {
+			t.Errorf("%d cards still in the page after sign-out", n)
+		}
+		b.navigate(s.BaseURL + "/")
+		b.waitJS("the sign-in form after a reload", `!document.getElementById('signin-view').hidden`)
+	})
+
+	t.Run("nothing-leaked", func(t *testing.T) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for _, p := range b.problems {
+			t.Errorf("the page reported: %s", p)
+		}
+		searches := 0
+		for _, u := range b.urls {
+			for _, sec := range secrets {
+				if strings.Contains(u, sec) {
+					t.Errorf("a request URL carries a secret: %s", strings.ReplaceAll(u, sec, "<secret>"))
+				}
+			}
+			if strings.Contains(u, "query=") {
+				t.Errorf("a request puts a search into its URL: %s", u)
+			}
+			if strings.HasSuffix(u, "/v1/keys:search") {
+				searches++
+			}
+		}
+		if searches == 0 {
+			t.Error("the page never called POST /v1/keys:search")
+		}
+	})
+}
+
+// step runs one part of the walk-through; a failed part ends the test, as
+// the next parts build on it.
+func step(t *testing.T, name string, fn func(t *testing.T)) {
+	t.Helper()
+	if !t.Run(name, fn) {
+		t.FailNow()
+	}
+}
+
+// seedKeys creates the keys the README's screenshot shows.
+func seedKeys(t *testing.T, create func(*keywardv1.Key) (*keywardv1.Key, string), kc keywardv1.KeyServiceClient, admin func(context.Context) context.Context) {
+	t.Helper()
+	soon := timestamppb.New(time.Now().Add(5 * 24 * time.Hour))
+	later := timestamppb.New(time.Now().Add(300 * 24 * time.Hour))
+	for _, k := range []*keywardv1.Key{
+		{DisplayName: "IoT gateway, hall 3", Description: "Edge gateway forwarding sensor readings", Scopes: []string{"telemetry:write"}, Metadata: map[string]string{"site": "plant-a"}},
+		{DisplayName: "Analytics export", Description: "Nightly export to the BI warehouse", Scopes: []string{"orders:read", "inventory:read"}, ExpireTime: later},
+		{DisplayName: "Mobile app (iOS)", Scopes: []string{"catalog:read", "orders:write"}},
+		{DisplayName: "Partner: Acme Logistics", Description: "Shipment status callbacks", Scopes: []string{"shipments:read"}, ExpireTime: soon},
+		{DisplayName: "Staging smoke tests", Environment: "test", Scopes: []string{"*"}},
+	} {
+		create(k)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := kc.ListKeys(admin(ctx), &keywardv1.ListKeysRequest{Query: "Staging smoke"})
+	if err != nil || len(resp.GetKeys()) != 1 {
+		t.Fatalf("find the staging key: %v", err)
+	}
+	if _, err := kc.DisableKey(admin(ctx), &keywardv1.DisableKeyRequest{KeyId: resp.GetKeys()[0].GetKeyId()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func cardSel(keyID string) string { return fmt.Sprintf(`#key-list > li.card[data-key-id=%q]`, keyID) }
+
+// keyClient dials s's gRPC listener with the generated client.
+func keyClient(t *testing.T, s *server) keywardv1.KeyServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient(s.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return keywardv1.NewKeyServiceClient(conn)
+}
+
+// chromiumPath finds Debian's chromium (or another Chrome). Missing, it
+// fails the test when CI=true and skips it loudly otherwise.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome-stable", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	testenv.Require(t, "chromium", errors.New("no chromium, chromium-browser or google-chrome on PATH; "+
+		"install it with `apt-get install chromium` or `make ci-deps`"))
+	return ""
+}
+
+// artifactsDir is where screenshots go: $KEYWARD_ARTIFACTS/console, kept
+// after the test, or a temporary directory removed with it.
+func artifactsDir(t *testing.T) string {
+	t.Helper()
+	if root := os.Getenv("KEYWARD_ARTIFACTS"); root != "" {
+		dir, err := filepath.Abs(filepath.Join(root, "console"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshots: %s", dir)
+		return dir
+	}
+	dir := t.TempDir()
+	t.Logf("screenshots: %s (removed after the test; set KEYWARD_ARTIFACTS=<dir> to keep them)", dir)
+	return dir
+}
+
+// browser is one headless Chromium tab, with what the page reported.
+type browser struct {
+	t     *testing.T // the current step, for failures
+	ctx   context.Context
+	dir   string
+	shots int
+
+	mu       sync.Mutex
+	problems []string // uncaught exceptions, console errors, CSP violations
+	urls     []string // every request the page made
+}
+
+const stepTimeout = 20 * time.Second
+
+func newBrowser(t *testing.T, execPath, origin string) *browser {
+	t.Helper()
+	b := &browser{t: t, dir: artifactsDir(t)}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(execPath),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithListener(b.observe))
+	t.Cleanup(func() {
+		cancel()
+		cancelAlloc()
+	})
+	b.ctx = ctx
+	start, cancelStart := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancelStart()
+	go func() {
+		<-start.Done()
+		if errors.Is(start.Err(), context.DeadlineExceeded) {
+			cancel() // a browser that does not start must not hang the test
+		}
+	}()
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start %s: %v", execPath, err)
+	}
+	// The page may use the clipboard, and the test reads it back.
+	for _, name := range []string{"clipboard-read", "clipboard-write"} {
+		_, err := chromedp.CallBrowser(ctx, cdpbrowser.SetPermission, cdpbrowser.SetPermissionParams{
+			Permission: &cdpbrowser.PermissionDescriptor{Name: name}, Setting: cdpbrowser.PermissionSettingGranted, Origin: origin,
+		})
+		if err != nil {
+			t.Fatalf("grant %s: %v", name, err)
+		}
+	}
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 900)); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// observe runs in the tab's event loop: it only records.
+func (b *browser) observe(ev any) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch ev := ev.(type) {
+	case *runtime.EventExceptionThrown:
+		d := ev.ExceptionDetails
+		msg := d.Text
+		if d.Exception != nil && d.Exception.Description != "" {
+			msg += " " + d.Exception.Description
+		}
+		b.problems = append(b.problems, fmt.Sprintf("uncaught exception at %s:%d: %s", d.URL, d.LineNumber+1, msg))
+	case *runtime.EventConsoleAPICalled:
+		if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeAssert {
+			var parts []string
+			for _, a := range ev.Args {
+				parts = append(parts, strings.Trim(string(a.Value), `"`)+a.Description)
+			}
+			b.problems = append(b.problems, "console."+string(ev.Type)+": "+strings.Join(parts, " "))
+		}
+	case *cdplog.EventEntryAdded:
+		e := ev.Entry
+		// Failed API calls (401, 404, 400) are logged by the network
+		// source on purpose; anything else at error level is a problem,
+		// CSP and Trusted Types violations included.
+		if e.Source != cdplog.EntrySourceNetwork && (e.Level == cdplog.EntryLevelError || e.Source == cdplog.EntrySourceSecurity) {
+			b.problems = append(b.problems, fmt.Sprintf("%s %s: %s (%s)", e.Source, e.Level, e.Text, e.URL))
+		}
+	case *network.EventRequestWillBeSent:
+		b.urls = append(b.urls, ev.Request.URL)
+	}
+}
+
+func (b *browser) fail(format string, args ...any) {
+	b.t.Helper()
+	b.shot("failure")
+	banner := evalJSQuiet[string](b, `(() => { const e = document.getElementById('error-banner'); return e && !e.hidden ? e.textContent : ''; })()`)
+	if banner != "" {
+		format += "\n(error banner: %s)"
+		args = append(args, strings.TrimSpace(banner))
+	}
+	b.t.Fatalf(format, args...)
+}
+
+func (b *browser) do(what string, actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		b.fail("%s: %v", what, err)
+	}
+}
+
+func (b *browser) navigate(url string) {
+	b.t.Helper()
+	b.do("open "+url, chromedp.Navigate(url))
+}
+
+func (b *browser) click(sel string) {
+	b.t.Helper()
+	b.do("click "+sel, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
+}
+
+// replaceText selects what a field holds and types text over it (an empty
+// text deletes it), as a user does.
+func (b *browser) replaceText(sel, text string) {
+	b.t.Helper()
+	if text == "" {
+		text = kb.Backspace
+	}
+	b.do("type into "+sel,
+		chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`document.querySelector(%q).select()`, sel)),
+		chromedp.SendKeys(chromedp.CSS(sel), text),
+	)
+}
+
+// selectOption picks an option of a <select>, as choosing it from the list does.
+func (b *browser) selectOption(sel, value string) {
+	b.t.Helper()
+	b.do("choose "+value+" in "+sel, chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`(() => {
+		const s = document.querySelector(%q);
+		s.focus();
+		s.value = %q;
+		if (s.value !== %q) throw new Error('no option ' + %q);
+		s.dispatchEvent(new Event('input', {bubbles: true}));
+		s.dispatchEvent(new Event('change', {bubbles: true}));
+	})()`, sel, value, value, value)))
+}
+
+// waitJS waits until the expression is truthy.
+func (b *browser) waitJS(what, expr string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
+	defer cancel()
+	_, err := chromedp.Run(ctx, chromedp.Poll[bool](expr,
+		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(15*time.Second)))
+	if err != nil {
+		b.fail("waiting for %s: %v", what, err)
+	}
+}
+
+// waitCards waits until cond holds for ids, the key ids of the cards shown
+// in order, and the list is settled: not loading, and showing the answer to
+// what the search box says (not to a search typed halfway).
+func (b *browser) waitCards(what, cond string) {
+	b.t.Helper()
+	b.waitJS(what, fmt.Sprintf(`(() => {
+		const list = document.getElementById('key-list');
+		if (list.getAttribute('aria-busy') === 'true') return false;
+		if (list.dataset.query !== document.getElementById('search').value.trim()) return false;
+		const ids = [...document.querySelectorAll('#key-list > li.card')].map(li => li.dataset.keyId);
+		return %s;
+	})()`, cond))
+}
+
+func (b *browser) cardIDs() []string {
+	b.t.Helper()
+	return evalJS[[]string](b, `[...document.querySelectorAll('#key-list > li.card')].map(li => li.dataset.keyId)`)
+}
+
+func (b *browser) text(sel string) string {
+	b.t.Helper()
+	return evalJS[string](b, fmt.Sprintf(`document.querySelector(%q)?.textContent.replace(/\s+/g, ' ') ?? ''`, sel))
+}
+
+func (b *browser) attr(sel, name string) string {
+	b.t.Helper()
+	return evalJS[string](b, fmt.Sprintf(`document.querySelector(%q)?.getAttribute(%q) ?? ''`, sel, name))
+}
+
+// clipboard reads the clipboard through the page (permission granted above).
+func (b *browser) clipboard() string {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
+	defer cancel()
+	got, err := chromedp.Run(ctx, chromedp.Evaluate[string](`navigator.clipboard.readText()`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		b.fail("read the clipboard: %v", err)
+	}
+	return got
+}
+
+// shot saves a screenshot of the viewport as NN-name.png and returns it.
+func (b *browser) shot(name string) []byte {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		b.t.Logf("screenshot %s: %v", name, err)
+		return nil
+	}
+	b.shots++
+	path := filepath.Join(b.dir, fmt.Sprintf("%02d-%s.png", b.shots, name))
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		b.t.Errorf("write %s: %v", path, err)
+	}
+	return png
+}
+
+func evalJS[T any](b *browser, expr string) T {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		b.fail("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
+// evalJSQuiet is evalJS for diagnostics: an error gives the zero value.
+func evalJSQuiet[T any](b *browser, expr string) T {
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	defer cancel()
+	v, _ := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	return v
+}
