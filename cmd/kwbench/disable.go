@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/keyward/keyward/cmd/kwbench/internal/hist"
+	"github.com/keyward/keyward/cmd/kwbench/internal/loadgen"
 	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
 )
 
@@ -23,6 +24,7 @@ type disableResult struct {
 	Violations      int // of which answered valid=true
 	CheckErrors     int
 	FirstCheckError string
+	CPU             loadgen.CPU // during the timed DisableKey loop; Server is the three instances
 }
 
 // disableBench starts count Keyward instances on the bench database and
@@ -93,8 +95,16 @@ func (e *env) disableBench(ctx context.Context, count, n int) (*disableResult, e
 		}
 	}
 
+	pids := make([]int, len(insts))
+	for i, in := range insts {
+		pids[i] = in.p.cmd.Process.Pid
+	}
+	if err := e.waitQuiet(ctx, pids); err != nil {
+		return nil, err
+	}
 	var h hist.Histogram
 	r := &disableResult{Instances: count, Keys: n}
+	meter := loadgen.StartCPU(pids, e.db.name)
 	for i, k := range ks {
 		w := i % count
 		cctx, cancel := call(admin)
@@ -125,6 +135,7 @@ func (e *env) disableBench(ctx context.Context, count, n int) (*disableResult, e
 			}
 		}
 	}
+	r.CPU = meter.Stop()
 	r.Mean, r.P50, r.P99, r.Max = h.Mean(), h.Quantile(0.5), h.Quantile(0.99), h.Max()
 	return r, nil
 }

@@ -72,7 +72,7 @@ func (r *report) markdown() string {
 	} else {
 		w("- baseline and Keyward measured back to back at each concurrency (one round)")
 	}
-	w("- before each pair kwbench waits up to %v for processes other than its own, Postgres and Redis to stop using the CPU, and measures a pair again (up to %d times) if they used more than %.2f cores during it, keeping the least disturbed", r.opt.quietWait, r.opt.retries, otherCPUWarn)
+	w("- before each pair kwbench waits up to %v for processes other than its own, Postgres and Redis to stop using the CPU, and measures a pair again (up to %d times) if they used more than %.2f cores during it, keeping the least disturbed (all this within a budget of %v per run)", r.opt.quietWait, r.opt.retries, otherCPUWarn, r.opt.retryBudget)
 	var disturbed, steps int
 	for _, p := range r.paths {
 		for _, x := range append(append([]loadgen.Result(nil), p.base...), p.keyward...) {
@@ -102,8 +102,12 @@ func (r *report) markdown() string {
 			w("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |",
 				p.path.name, k.Concurrency, fmtRPS(k.RPS), fmtDur(k.P50), fmtDur(k.P99)+errNote(k),
 				p.path.baseline, fmtRPS(bl.RPS), fmtDur(bl.P50), fmtDur(bl.P99)+errNote(bl),
-				pct(k.RPS, bl.RPS), times(k.P99, bl.P99))
+				pct(k.RPS, bl.RPS)+mark(k, bl), times(k.P99, bl.P99))
 		}
+	}
+	if disturbed > 0 {
+		w("")
+		w("⚠ disturbed: other processes used more than %.2f cores during the Keyward or the baseline step.", otherCPUWarn)
 	}
 	w("")
 
@@ -112,6 +116,7 @@ func (r *report) markdown() string {
 	w("| target | measured | |")
 	w("| --- | --- | --- |")
 	tp := func(id string, c int, min float64, what string) {
+		what += markAt(r, id, c)
 		p, ok := r.path(id)
 		if !ok {
 			return
@@ -128,7 +133,7 @@ func (r *report) markdown() string {
 	if p, ok := r.path("inproc"); ok {
 		k, ok1 := at(p.keyward, 16)
 		bl, ok2 := at(p.base, 16)
-		what := "in-process hit p99 at c=16 ≤ 1.5× noop p99"
+		what := "in-process hit p99 at c=16 ≤ 1.5× noop p99" + markAt(r, "inproc", 16)
 		if ok1 && ok2 {
 			w("| %s | %s (%s vs %s) | %s |", what, times(k.P99, bl.P99), fmtDur(k.P99), fmtDur(bl.P99), verdict(float64(k.P99) <= 1.5*float64(bl.P99)))
 		} else {
@@ -147,7 +152,7 @@ func (r *report) markdown() string {
 		}
 	}
 	if d := r.disable; d != nil {
-		w("| DisableKey p99 ≤ 10 ms with %d instances | p99 %s (p50 %s, %d keys) | %s |", d.Instances, fmtDur(d.P99), fmtDur(d.P50), d.Keys, verdict(d.P99 <= 10*time.Millisecond))
+		w("| DisableKey p99 ≤ 10 ms with %d instances%s | p99 %s (p50 %s, %d keys) | %s |", d.Instances, mark(loadgen.Result{CPU: d.CPU}), fmtDur(d.P99), fmtDur(d.P50), d.Keys, verdict(d.P99 <= 10*time.Millisecond))
 		w("| revocation: zero violations with caches on | %d valid=true in %d Validates on the other instances right after DisableKey returned | %s |", d.Violations, d.Checks, verdict(d.Violations == 0))
 	}
 	w("")
@@ -202,6 +207,9 @@ func (r *report) markdown() string {
 			w("")
 			w("First Validate error: %s", d.FirstCheckError)
 		}
+		w("")
+		w("CPU during the DisableKey loop (cores): the three instances %.2f, kwbench %.2f, pg+redis %.2f, other %.2f, steal %.2f%s.",
+			d.CPU.Server, d.CPU.Load, d.CPU.Services, d.CPU.Other, d.CPU.Steal, mark(loadgen.Result{CPU: d.CPU}))
 		w("")
 	}
 	return b.String()
@@ -263,4 +271,24 @@ func fmtDur(d time.Duration) string {
 	default:
 		return fmt.Sprintf("%.1f ms", us/1000)
 	}
+}
+
+// mark flags a pair of steps that other processes disturbed.
+func mark(rs ...loadgen.Result) string {
+	for _, x := range rs {
+		if x.CPU.Other > otherCPUWarn {
+			return " ⚠"
+		}
+	}
+	return ""
+}
+
+func markAt(r *report, id string, c int) string {
+	p, ok := r.path(id)
+	if !ok {
+		return ""
+	}
+	k, _ := at(p.keyward, c)
+	b, _ := at(p.base, c)
+	return mark(k, b)
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/keyward/keyward/internal/adminauth"
 	"github.com/keyward/keyward/internal/cache"
 	"github.com/keyward/keyward/internal/config"
+	"github.com/keyward/keyward/internal/console"
+	"github.com/keyward/keyward/internal/extauthz"
 	"github.com/keyward/keyward/internal/keyservice"
 	"github.com/keyward/keyward/internal/server"
 	"github.com/keyward/keyward/internal/store"
@@ -101,13 +103,29 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *App, err
 		NegativeTTL:  cfg.NegativeCacheTTL,
 		Logger:       log,
 	})
+	verifier := validate.New(caches, nil)
 	svc := keyservice.New(keyservice.Options{
 		Store:        st,
-		Verifier:     validate.New(caches, nil),
+		Verifier:     verifier,
 		Caches:       caches,
 		Environments: cfg.Environments,
 		Logger:       log,
 	})
+	authz, err := extauthz.New(extauthz.Options{
+		Verifier:        verifier,
+		Headers:         cfg.AuthHeaders,
+		QueryParam:      cfg.AuthQueryParam,
+		StripCredential: cfg.AuthStripCredential,
+		Metadata:        cfg.AuthForwardMetadata,
+		Strict:          cfg.AuthStrict,
+		Logger:          log,
+	})
+	if err != nil {
+		if rdb != nil {
+			rdb.Close()
+		}
+		return nil, err
+	}
 	srv, err := server.New(server.Options{
 		GRPCAddr: cfg.GRPCAddr,
 		HTTPAddr: cfg.HTTPAddr,
@@ -116,9 +134,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *App, err
 		Ready:    ready,
 		Logger:   log,
 		// Further gRPC services on the gRPC listener (e.g. Envoy's ext_authz).
-		Register: func(g *grpc.Server) {},
+		Register: func(g *grpc.Server) { authz.Register(g) },
 		// Further HTTP handlers on the HTTP listener (e.g. the console, forward-auth).
-		Routes: func(mux *http.ServeMux) {},
+		Routes: func(mux *http.ServeMux) {
+			authz.Routes(mux)
+			mux.Handle("/", console.New()) // the web console; "/" only gets what no other route takes
+		},
 	})
 	if err != nil {
 		if rdb != nil {

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -37,6 +38,17 @@ type Config struct {
 	NegativeCacheTTL  time.Duration
 	LogLevel          slog.Level
 	LogFormat         string
+	// Auth* configure Envoy's Check and forward-auth (internal/extauthz).
+	// AuthHeaders carry the key, in order of preference (lower case).
+	AuthHeaders []string
+	// AuthQueryParam also accepts the key in this query parameter; "" is off.
+	AuthQueryParam string
+	// AuthStripCredential removes the credential headers before the upstream.
+	AuthStripCredential bool
+	// AuthForwardMetadata are metadata entries sent as x-keyward-meta-<name>.
+	AuthForwardMetadata []string
+	// AuthStrict answers 401 to every refusal, never revealing that a key exists.
+	AuthStrict bool
 	// AdminKey comes only from KEYWARD_ADMIN_KEY, never a flag: flags show in ps.
 	AdminKey string `json:"-"`
 }
@@ -63,9 +75,24 @@ func Parse(name string, args []string, getenv func(string) string) (*Config, err
 	envs := fs.String("environments", env("KEYWARD_ENVIRONMENTS", "live,test"), "comma-separated environments keys may belong to (KEYWARD_ENVIRONMENTS)")
 	level := fs.String("log-level", env("KEYWARD_LOG_LEVEL", "info"), "debug, info, warn or error (KEYWARD_LOG_LEVEL)")
 	fs.StringVar(&c.LogFormat, "log-format", env("KEYWARD_LOG_FORMAT", "text"), "text or json (KEYWARD_LOG_FORMAT)")
+	authHeaders := fs.String("auth-headers", env("KEYWARD_AUTH_HEADERS", "x-api-key,authorization"), "comma-separated request headers that carry the key for Envoy Check and /v1/auth, in order; authorization takes a Bearer token (KEYWARD_AUTH_HEADERS)")
+	fs.StringVar(&c.AuthQueryParam, "auth-query-param", env("KEYWARD_AUTH_QUERY_PARAM", ""), "also accept the key in this query parameter of the proxied request, removed before the upstream; empty: off (KEYWARD_AUTH_QUERY_PARAM)")
+	strip, err := boolEnv(getenv, "KEYWARD_AUTH_STRIP_CREDENTIAL", true)
+	if err != nil {
+		return nil, err
+	}
+	fs.BoolVar(&c.AuthStripCredential, "auth-strip-credential", strip, "remove the credential headers from requests Envoy lets through (KEYWARD_AUTH_STRIP_CREDENTIAL)")
+	authMeta := fs.String("auth-forward-metadata", env("KEYWARD_AUTH_FORWARD_METADATA", ""), "comma-separated key metadata entries sent to the upstream as x-keyward-meta-<name> (KEYWARD_AUTH_FORWARD_METADATA)")
+	strict, err := boolEnv(getenv, "KEYWARD_AUTH_STRICT", false)
+	if err != nil {
+		return nil, err
+	}
+	fs.BoolVar(&c.AuthStrict, "auth-strict", strict, "answer 401 to every refused key, never revealing that it exists (KEYWARD_AUTH_STRICT)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	c.AuthHeaders = splitList(strings.ToLower(*authHeaders))
+	c.AuthForwardMetadata = splitList(*authMeta)
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
@@ -104,6 +131,7 @@ func (c *Config) validate() error {
 	if c.NegativeCacheTTL < 0 || c.NegativeCacheTTL > time.Hour {
 		errs = append(errs, errors.New("--negative-cache-ttl: want between 0 and 1h"))
 	}
+	errs = append(errs, c.validateAuth()...)
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.LogFormat))
 	}
@@ -113,6 +141,72 @@ func (c *Config) validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+var (
+	headerToken = regexp.MustCompile(`^[a-z0-9!#$%&'*+.^_|~-]+$`)
+	paramToken  = regexp.MustCompile(`^[A-Za-z0-9._~-]{1,64}$`)
+	metaKey     = regexp.MustCompile(`^[A-Za-z0-9._/-]{1,64}$`)
+)
+
+func (c *Config) validateAuth() []error {
+	var errs []error
+	if len(c.AuthHeaders) == 0 {
+		errs = append(errs, errors.New("--auth-headers: at least one header is needed"))
+	}
+	seen := map[string]bool{}
+	for _, h := range c.AuthHeaders {
+		switch {
+		case !headerToken.MatchString(h):
+			errs = append(errs, fmt.Errorf("--auth-headers: %q is not a header name", h))
+		case strings.HasPrefix(h, "x-keyward-") || h == "host":
+			errs = append(errs, fmt.Errorf("--auth-headers: %q is reserved", h))
+		case seen[h]:
+			errs = append(errs, fmt.Errorf("--auth-headers: %q is listed twice", h))
+		}
+		seen[h] = true
+	}
+	if c.AuthQueryParam != "" && !paramToken.MatchString(c.AuthQueryParam) {
+		errs = append(errs, fmt.Errorf("--auth-query-param %q: want 1-64 characters of A-Z a-z 0-9 . _ ~ -", c.AuthQueryParam))
+	}
+	forwarded := map[string]string{}
+	for _, m := range c.AuthForwardMetadata {
+		if !metaKey.MatchString(m) {
+			errs = append(errs, fmt.Errorf("--auth-forward-metadata: %q: want 1-64 characters of A-Z a-z 0-9 . _ / -", m))
+			continue
+		}
+		h := strings.NewReplacer(".", "-", "_", "-", "/", "-").Replace(strings.ToLower(m))
+		if other, dup := forwarded[h]; dup {
+			errs = append(errs, fmt.Errorf("--auth-forward-metadata: %q and %q would both be sent as x-keyward-meta-%s", other, m, h))
+		}
+		forwarded[h] = m
+	}
+	return errs
+}
+
+// splitList splits a comma-separated list, trimming spaces and dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// boolEnv reads a boolean variable: empty gives def, anything strconv.ParseBool
+// does not accept is an error (never silently the default).
+func boolEnv(getenv func(string) string, key string, def bool) (bool, error) {
+	v := getenv(key)
+	if v == "" {
+		return def, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("%s=%q: want true or false", key, v)
+	}
+	return b, nil
 }
 
 // atoi and duration turn a malformed environment value into an invalid one
@@ -154,6 +248,7 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("grpc", c.GRPCAddr), slog.String("http", c.HTTPAddr),
 		slog.String("store", store), slog.String("cache", cache),
 		slog.Any("environments", c.Environments),
+		slog.Any("auth_headers", c.AuthHeaders), slog.Bool("auth_strict", c.AuthStrict),
 	)
 }
 

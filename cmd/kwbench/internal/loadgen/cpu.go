@@ -145,3 +145,24 @@ func ForeignCPU(ctx context.Context, pids []int, dbName string, window time.Dura
 	}
 	return cpuBetween(a, b, time.Since(start).Seconds()).Other
 }
+
+// CPUMeter accounts for the CPU over a window, as a load step does, with
+// pids as the servers.
+type CPUMeter struct {
+	probe cpuProbe
+	start time.Time
+	snap  cpuSnap
+}
+
+// StartCPU starts a CPUMeter.
+func StartCPU(pids []int, dbName string) *CPUMeter {
+	m := &CPUMeter{probe: cpuProbe{serverPIDs: pids, dbName: dbName}}
+	m.snap, m.start = m.probe.snap(), time.Now()
+	return m
+}
+
+// Stop returns where the CPU went since StartCPU.
+func (m *CPUMeter) Stop() CPU {
+	end := m.probe.snap()
+	return cpuBetween(m.snap, end, time.Since(m.start).Seconds())
+}
