@@ -5,12 +5,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"google.golang.org/grpc"
-	"net/http"
 
 	"github.com/keyward/keyward/internal/adminauth"
 	"github.com/keyward/keyward/internal/cache"
@@ -133,9 +132,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *App, err
 		Auth:     adminauth.New(caches, nil),
 		Ready:    ready,
 		Logger:   log,
-		// Further gRPC services on the gRPC listener (e.g. Envoy's ext_authz).
-		Register: func(g *grpc.Server) { authz.Register(g) },
-		// Further HTTP handlers on the HTTP listener (e.g. the console, forward-auth).
+		Register: authz.Register, // Envoy's ext_authz on the gRPC listener
 		Routes: func(mux *http.ServeMux) {
 			authz.Routes(mux)
 			mux.Handle("/", console.New()) // the web console; "/" only gets what no other route takes
@@ -173,6 +170,7 @@ func (a *App) Run(ctx context.Context) error {
 		admin = "(from KEYWARD_ADMIN_KEY)"
 	}
 	a.log.InfoContext(ctx, "keyward is serving",
+		"console", "http://"+a.HTTPAddr()+"/",
 		"rest", "http://"+a.HTTPAddr()+"/v1/keys",
 		"grpc", a.GRPCAddr(),
 		"openapi", "http://"+a.HTTPAddr()+"/openapi.json",
