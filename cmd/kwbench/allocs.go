@@ -36,15 +36,15 @@ func (b allocBench) allocsPerOp(prefix string) (n int, line string, ok bool) {
 var allocsRE = regexp.MustCompile(`(\d+) allocs/op`)
 
 // allocBenches runs the allocation benchmarks of the in-process path, each
-// only if its package has it: BenchmarkValidateInProcess in
-// internal/validate, and every benchmark of internal/cache (where
-// BenchmarkVerifyLocalHit measures an in-process hit).
+// only if its package has it: BenchmarkValidateLocalHit in
+// internal/keyservice (the Validate handler on an in-process hit, without
+// gRPC) and the Check/Validate benchmarks of internal/extauthz.
 func allocBenches(ctx context.Context, root string) []allocBench {
 	runs := []struct {
 		pkg, dir, pattern, want string
 	}{
-		{"./internal/validate/...", "internal/validate", "BenchmarkValidateInProcess", "func BenchmarkValidateInProcess("},
-		{"./internal/cache/", "internal/cache", ".", "func Benchmark"},
+		{"./internal/keyservice/", "internal/keyservice", "BenchmarkValidateLocalHit", "func BenchmarkValidateLocalHit("},
+		{"./internal/extauthz/", "internal/extauthz", ".", "func Benchmark"},
 	}
 	var out []allocBench
 	for _, r := range runs {

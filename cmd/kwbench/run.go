@@ -17,6 +17,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/keyward/keyward/cmd/kwbench/internal/loadgen"
 	"github.com/keyward/keyward/internal/keymat"
 )
@@ -150,6 +152,13 @@ func orchestrate(ctx context.Context, stopSignals func(), args []string) (err er
 			logf("interrupted: cleaning up")
 		}
 		stopAll()
+		if e.namespace != "" {
+			if n, err := dropNamespace(e.redis, e.namespace); err != nil {
+				logf("remove Redis keys of namespace %s: %v", e.namespace, err)
+			} else if n > 0 {
+				logf("removed %d Redis keys of namespace %s", n, e.namespace)
+			}
+		}
 		if e.db != nil {
 			if derr := e.db.drop(); derr != nil {
 				logf("drop database %s: %v", e.db.name, derr)
@@ -578,4 +587,38 @@ func joinInts(xs []int) string {
 		s[i] = strconv.Itoa(x)
 	}
 	return strings.Join(s, ",")
+}
+
+// dropNamespace deletes the Redis keys Keyward wrote under this run's own
+// namespace (Keyward wraps it in a hash tag: "{ns}:…"). Nothing else
+// matches: the namespace is random.
+func dropNamespace(addr, ns string) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	n := 0
+	iter := rdb.Scan(ctx, 0, "{"+ns+"}:*", 1000).Iterator()
+	var batch []string
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := rdb.Unlink(ctx, batch...).Err()
+		n += len(batch)
+		batch = batch[:0]
+		return err
+	}
+	for iter.Next(ctx) {
+		batch = append(batch, iter.Val())
+		if len(batch) == 1000 {
+			if err := flush(); err != nil {
+				return n, err
+			}
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return n, err
+	}
+	return n, flush()
 }
