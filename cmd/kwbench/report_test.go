@@ -25,14 +25,14 @@ func TestReportVerdicts(t *testing.T) {
 		},
 		disable: &disableResult{Instances: 3, Keys: 10, P50: time.Millisecond, P99: 12 * time.Millisecond, Checks: 20},
 		allocs: []allocBench{{Pkg: "./internal/cache/", Pattern: ".",
-			Lines: []string{"BenchmarkVerifyLocalHit-2 1000000 120 ns/op 48 B/op 2 allocs/op"}}},
+			Lines: []string{"BenchmarkValidateLocalHit-2 1000000 120 ns/op 48 B/op 2 allocs/op"}}},
 	}
 	md := r.markdown()
 	for _, want := range []string{
 		"| in-process hit ≥ 85% of noop throughput at c=64 | 90% (900 vs 1,000 req/s) | PASS |",
 		"| in-process hit p99 at c=16 ≤ 1.5× noop p99 | 2.00× (4.00 ms vs 2.00 ms) | MISS |",
 		"| Redis hit ≥ 85% of redis-get throughput at c=64 ⚠ | 80% (800 vs 1,000 req/s) | MISS |",
-		"2 allocs/op (`BenchmarkVerifyLocalHit-2",
+		"2 allocs/op (`BenchmarkValidateLocalHit-2",
 		"| DisableKey p99 ≤ 10 ms with 3 instances | p99 12.0 ms",
 		"0 valid=true in 20 Validates on the other instances right after DisableKey returned | PASS |",
 		"**1 of 6 steps were disturbed**",
