@@ -47,8 +47,18 @@ func keysCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	scopes := fs.String("scopes", "", "comma-separated scopes (create)")
 	query := fs.String("query", "", "filter by name or key value (list)")
 	pageSize := fs.Int("page-size", 0, "keys per page (list)")
-	if err := fs.Parse(args[1:]); err != nil {
-		return err
+	// Flags may come after the key id too (`keys get ID --server …`): parse,
+	// set positionals aside, parse the rest again.
+	var positional []string
+	for rest := args[1:]; ; {
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		rest = fs.Args()[1:]
 	}
 	if *output != "text" && *output != "json" {
 		return fmt.Errorf("-o %q: want text or json", *output)
@@ -74,10 +84,10 @@ func keysCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	defer cancel()
 
 	id := func() (string, error) {
-		if fs.NArg() != 1 {
+		if len(positional) != 1 {
 			return "", fmt.Errorf("keys %s: want exactly one KEY_ID", sub)
 		}
-		return fs.Arg(0), nil
+		return positional[0], nil
 	}
 	var resp proto.Message
 	switch sub {

@@ -2,7 +2,6 @@ package keyservice
 
 import (
 	"context"
-	"fmt"
 
 	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
 )
@@ -14,7 +13,7 @@ func (s *Service) GetKey(ctx context.Context, req *keywardv1.GetKeyRequest) (*ke
 	}
 	k, err := s.store.Get(ctx, req.GetKeyId())
 	if err != nil {
-		return nil, fmt.Errorf("get key %s: %w", req.GetKeyId(), err)
+		return nil, err // the store names the key
 	}
 	return &keywardv1.GetKeyResponse{Key: toProto(k)}, nil
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"context"
 	"errors"
 	"os"
@@ -127,5 +128,57 @@ func TestVersion(t *testing.T) {
 	}
 	if strings.TrimSpace(stdout) == "" {
 		t.Errorf("keyward version printed nothing on stdout (stderr: %q)", stderr)
+	}
+}
+
+// TestKeysCLI drives `keyward keys …` (the contract's CLI client) against a
+// real server: create with every documented flag, list, disable (flags after
+// the key id), and a clear failure for an unknown id.
+func TestKeysCLI(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, t.TempDir(), "")
+	common := []string{"--server", srv.GRPCAddr, "--admin-key-file", filepath.Join(srv.DataDir, "admin.key")}
+	keys := func(args ...string) (string, string, int) {
+		stdout, stderr, code, _ := runKeyward(t, 30*time.Second, append([]string{"keys"}, args...)...)
+		return stdout, stderr, code
+	}
+	out, errOut, code := keys(append([]string{"create", "--name", "cli key", "--description", "from the CLI",
+		"--environment", "test", "--scopes", "orders:read,orders:write", "-o", "json"}, common...)...)
+	if code != 0 {
+		t.Fatalf("keys create exited %d: %s", code, errOut)
+	}
+	var created struct {
+		Key struct {
+			KeyID, DisplayName, Description, Environment string
+			Scopes                                       []string
+		}
+		Secret string
+	}
+	if err := json.Unmarshal([]byte(out), &created); err != nil {
+		t.Fatalf("keys create -o json printed %q: %v", out, err)
+	}
+	k := created.Key
+	if k.DisplayName != "cli key" || k.Description != "from the CLI" || k.Environment != "test" ||
+		strings.Join(k.Scopes, ",") != "orders:read,orders:write" || !strings.HasPrefix(created.Secret, "kw_test_") {
+		t.Fatalf("created %+v", created)
+	}
+	if got := srv.validate(t, created.Secret); got["valid"] != true {
+		t.Fatalf("the CLI's key does not validate: %v", got)
+	}
+
+	out, errOut, code = keys(append([]string{"list", "--query", "cli"}, common...)...)
+	if code != 0 || !strings.Contains(out, k.KeyID) || !strings.Contains(out, "ACTIVE") || strings.Contains(out, created.Secret) {
+		t.Fatalf("keys list (exit %d): %q %s", code, out, errOut)
+	}
+	out, errOut, code = keys(append([]string{"disable", k.KeyID}, common...)...)
+	if code != 0 || !strings.Contains(out, "DISABLED") {
+		t.Fatalf("keys disable (exit %d): %q %s", code, out, errOut)
+	}
+	if got := srv.validate(t, created.Secret); got["reason"] != "REASON_DISABLED" {
+		t.Fatalf("after keys disable: %v", got)
+	}
+	_, errOut, code = keys(append([]string{"get", "key_unknown"}, common...)...)
+	if code == 0 || !strings.Contains(errOut, "NotFound") {
+		t.Fatalf("keys get of an unknown id: exit %d, %q", code, errOut)
 	}
 }
