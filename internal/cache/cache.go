@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -46,14 +47,15 @@ type Cache struct {
 	store StoreLookup
 	// local holds in-process entries when keep is set; in Redis mode it
 	// exists either way, for the generations that invalidations bump.
-	local   *local
-	keep    bool
-	redis   *redisTier
-	bus     *bus
-	flight  singleflight.Group
-	start   time.Time
-	log     *slog.Logger
-	skipRed atomic.Int64 // clock reading until which Redis is skipped after an error
+	local    *local
+	keep     bool
+	redis    *redisTier
+	bus      *bus
+	flight   singleflight.Group
+	interned *interned
+	start    time.Time
+	log      *slog.Logger
+	skipRed  atomic.Int64 // clock reading until which Redis is skipped after an error
 }
 
 // New builds a Cache; call Run to start the invalidation stream when Redis is set.
@@ -85,7 +87,7 @@ func New(o Options) *Cache {
 	if o.Namespace == "" {
 		o.Namespace = "kw"
 	}
-	c := &Cache{o: o, store: o.Store, start: time.Now(), log: o.Logger}
+	c := &Cache{o: o, store: o.Store, start: time.Now(), log: o.Logger, interned: newInterned(o.LocalEntries)}
 	if o.Local || o.Redis != nil {
 		c.local = newLocal(o.LocalEntries, o.LocalBytes)
 		c.keep = o.Local
@@ -95,7 +97,7 @@ func New(o Options) *Cache {
 		// timeout) by far; if a writer dies, its marker lapses and readers
 		// fill from the store again.
 		n := namesFor(o.Namespace)
-		c.redis = &redisTier{c: o.Redis, names: n, ttl: o.TTL, negativeTTL: o.NegativeTTL, pendingTTL: 2 * time.Minute}
+		c.redis = &redisTier{c: o.Redis, names: n, interned: c.interned, ttl: o.TTL, negativeTTL: o.NegativeTTL, pendingTTL: 2 * time.Minute}
 		c.bus = newBus(o.Redis, n, c.local, c.now, o.Lease, o.HeartbeatInterval, o.Logger)
 	}
 	return c
@@ -157,7 +159,11 @@ func (c *Cache) shared(ctx context.Context, h [32]byte) (*keys.Key, error) {
 	// Only lookups that started from the same cache state share a flight: a
 	// lookup starting after an invalidation must not get an older read.
 	st := c.local.stamp(&h)
-	flightKey := fmt.Sprintf("%x/%d/%d", h, st.epoch, st.gen)
+	var kb [48]byte
+	copy(kb[:32], h[:])
+	binary.LittleEndian.PutUint64(kb[32:], st.epoch)
+	binary.LittleEndian.PutUint64(kb[40:], st.gen)
+	flightKey := string(kb[:])
 	v, err, _ := c.flight.Do(flightKey, func() (any, error) { return c.miss(ctx, &h) })
 	if err != nil {
 		return nil, err
@@ -242,6 +248,7 @@ func (c *Cache) fromStore(ctx context.Context, h *[32]byte) (*entry, error) {
 	if err != nil {
 		return nil, err
 	}
+	k = c.interned.intern(h, k)
 	return &entry{key: k, version: k.Version, size: sizeOf(k)}, nil
 }
 

@@ -40,12 +40,20 @@ func (s *countingStore) hooks(gate, entered chan struct{}) {
 }
 
 func newStore(t *testing.T) *countingStore {
-	st, err := sqlite.Open(context.Background(), t.TempDir()+"/k.db")
+	st, err := openBenchStore(t)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return st
+}
+
+func openBenchStore(t testing.TB) (*countingStore, error) {
+	st, err := sqlite.Open(context.Background(), t.TempDir()+"/k.db")
+	if err != nil {
+		return nil, err
+	}
 	t.Cleanup(func() { st.Close() })
-	return &countingStore{Store: st}
+	return &countingStore{Store: st}, nil
 }
 
 func (s *countingStore) lookup(ctx context.Context, h []byte) (*keys.Key, error) {
@@ -64,7 +72,9 @@ func (s *countingStore) lookup(ctx context.Context, h []byte) (*keys.Key, error)
 	return k, err
 }
 
-func (s *countingStore) addKey(t *testing.T) (*keys.Key, keymat.Secret) {
+func (s *countingStore) addKeyB(t testing.TB) (*keys.Key, keymat.Secret) { return s.addKey(t) }
+
+func (s *countingStore) addKey(t testing.TB) (*keys.Key, keymat.Secret) {
 	t.Helper()
 	sec, _ := keymat.Generate("live")
 	id, _ := keys.NewID(time.Now())
@@ -82,7 +92,9 @@ func namespace(t *testing.T) string {
 	return "test" + string(rune('a'+b[0]%26)) + string(rune('a'+b[1]%26)) + string(rune('a'+b[2]%26)) + string(rune('a'+b[3]%26)) + string(rune('a'+b[4]%26))
 }
 
-func redisClient(t *testing.T, addr string) redis.UniversalClient {
+func redisClientB(t testing.TB, addr string) redis.UniversalClient { return redisClient(t, addr) }
+
+func redisClient(t testing.TB, addr string) redis.UniversalClient {
 	c := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{addr},
 		DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond, PoolTimeout: 200 * time.Millisecond})
 	t.Cleanup(func() { c.Close() })
@@ -223,7 +235,7 @@ func TestWriteWinsOverARacingRead(t *testing.T) {
 
 func TestRedisEntriesAreVersionGuarded(t *testing.T) {
 	c := redisClient(t, testenv.Redis(t))
-	r := &redisTier{c: c, names: namesFor(namespace(t)), ttl: time.Minute, negativeTTL: time.Second, pendingTTL: time.Minute}
+	r := &redisTier{c: c, names: namesFor(namespace(t)), ttl: time.Minute, negativeTTL: time.Second, pendingTTL: time.Minute, interned: newInterned(16)}
 	ctx := context.Background()
 	var h [32]byte
 	rand.Read(h[:])

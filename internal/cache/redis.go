@@ -88,6 +88,7 @@ type redisTier struct {
 	ttl         time.Duration
 	negativeTTL time.Duration
 	pendingTTL  time.Duration
+	interned    *interned
 }
 
 func (r *redisTier) key(h *[32]byte) string { return r.names.keyPrefix + hex.EncodeToString(h[:]) }
@@ -109,9 +110,20 @@ func (r *redisTier) get(ctx context.Context, h *[32]byte) (*entry, redisState, e
 		return nil, redisMiss, fmt.Errorf("redis entry version: %w", err)
 	}
 	data, _ := vals[1].(string)
+	if data != "" {
+		if k := r.interned.get(h, version); k != nil {
+			return &entry{key: k, version: version, size: sizeOf(k)}, redisHit, nil
+		}
+	}
 	k, err := decode(data)
 	if err != nil {
 		return nil, redisMiss, err
+	}
+	if k != nil {
+		if k.Version != version {
+			return nil, redisMiss, errors.New("redis entry: snapshot and version disagree")
+		}
+		k = r.interned.intern(h, k)
 	}
 	return &entry{key: k, version: version, size: sizeOf(k)}, redisHit, nil
 }
