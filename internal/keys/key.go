@@ -42,7 +42,9 @@ type Key struct {
 	ExpireTime  time.Time // zero: never expires
 	LastUsed    time.Time // zero: never used
 	// Version increases by one with every write of the row, in the same
-	// transaction; caches use it so an older snapshot never replaces a newer one.
+	// transaction; caches use it so an older snapshot never replaces a newer
+	// one, and to reuse a decoded snapshot: a version names one content, so
+	// no write may change a row without bumping it.
 	Version int64
 
 	// view memoises one transport rendering of this snapshot (see View).
