@@ -14,7 +14,7 @@ func BenchmarkRedisHit(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	rc := redisClientB(b, testenv.Redis(b))
+	rc := redisClient(b, testenv.Redis(b))
 	c := New(Options{Store: st.lookup, Redis: rc, Namespace: "benchredis", Logger: quiet})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -22,7 +22,7 @@ func BenchmarkRedisHit(b *testing.B) {
 	for !c.bus.fresh(c.now()) {
 		time.Sleep(time.Millisecond)
 	}
-	_, sec := st.addKeyB(b)
+	_, sec := st.addKey(b)
 	if _, err := c.ByHash(ctx, sec.Sum()); err != nil {
 		b.Fatal(err)
 	}

@@ -72,7 +72,6 @@ func (s *countingStore) lookup(ctx context.Context, h []byte) (*keys.Key, error)
 	return k, err
 }
 
-func (s *countingStore) addKeyB(t testing.TB) (*keys.Key, keymat.Secret) { return s.addKey(t) }
 
 func (s *countingStore) addKey(t testing.TB) (*keys.Key, keymat.Secret) {
 	t.Helper()
@@ -92,7 +91,6 @@ func namespace(t *testing.T) string {
 	return "test" + string(rune('a'+b[0]%26)) + string(rune('a'+b[1]%26)) + string(rune('a'+b[2]%26)) + string(rune('a'+b[3]%26)) + string(rune('a'+b[4]%26))
 }
 
-func redisClientB(t testing.TB, addr string) redis.UniversalClient { return redisClient(t, addr) }
 
 func redisClient(t testing.TB, addr string) redis.UniversalClient {
 	c := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{addr},
