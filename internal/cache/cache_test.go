@@ -72,7 +72,6 @@ func (s *countingStore) lookup(ctx context.Context, h []byte) (*keys.Key, error)
 	return k, err
 }
 
-
 func (s *countingStore) addKey(t testing.TB) (*keys.Key, keymat.Secret) {
 	t.Helper()
 	sec, _ := keymat.Generate("live")
@@ -90,7 +89,6 @@ func namespace(t *testing.T) string {
 	rand.Read(b[:])
 	return "test" + string(rune('a'+b[0]%26)) + string(rune('a'+b[1]%26)) + string(rune('a'+b[2]%26)) + string(rune('a'+b[3]%26)) + string(rune('a'+b[4]%26))
 }
-
 
 func redisClient(t testing.TB, addr string) redis.UniversalClient {
 	c := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{addr},
