@@ -26,6 +26,7 @@ type bus struct {
 	lease    time.Duration
 	interval time.Duration
 	log      *slog.Logger
+	obs      Observer
 
 	// confirmed is the send time of the latest ping whose pong came back on
 	// the current subscription; -1 while there is none.
@@ -176,6 +177,7 @@ func (b *bus) invalidate(ctx context.Context, hashes [][32]byte) error {
 		b.mu.Unlock()
 	}()
 
+	start := time.Now()
 	n, err := b.c.SPublish(ctx, b.names.inval, sb.String()).Result()
 	if err != nil {
 		return fmt.Errorf("publish invalidation: %w", err)
@@ -190,13 +192,16 @@ func (b *bus) invalidate(ctx context.Context, hashes [][32]byte) error {
 	w.need = n
 	if w.got >= n {
 		b.mu.Unlock()
+		b.obs.Invalidation(time.Since(start), true)
 		return nil
 	}
 	b.mu.Unlock()
 	select {
 	case <-w.done:
+		b.obs.Invalidation(time.Since(start), true)
 		return nil
 	case <-deadline.C:
+		b.obs.Invalidation(time.Since(start), false)
 		b.log.WarnContext(ctx, "an instance did not acknowledge an invalidation; waited out its lease", "receivers", n)
 		return nil
 	case <-ctx.Done():

@@ -38,6 +38,8 @@ type Options struct {
 	HeartbeatInterval time.Duration
 	StoreTimeout      time.Duration // bound of one store lookup; default 2s
 	Logger            *slog.Logger
+	// Observer learns of lookups and invalidations, for metrics; nil for none.
+	Observer Observer
 }
 
 // Cache is the tiered lookup behind Validate and the write coordinator the
@@ -45,6 +47,7 @@ type Options struct {
 type Cache struct {
 	o     Options
 	store StoreLookup
+	obs   Observer
 	// local holds in-process entries when keep is set; in Redis mode it
 	// exists either way, for the generations that invalidations bump.
 	local    *local
@@ -87,7 +90,10 @@ func New(o Options) *Cache {
 	if o.Namespace == "" {
 		o.Namespace = "kw"
 	}
-	c := &Cache{o: o, store: o.Store, start: time.Now(), log: o.Logger, interned: newInterned(o.LocalEntries)}
+	if o.Observer == nil {
+		o.Observer = nopObserver{}
+	}
+	c := &Cache{o: o, store: o.Store, obs: o.Observer, start: time.Now(), log: o.Logger, interned: newInterned(o.LocalEntries)}
 	if o.Local || o.Redis != nil {
 		c.local = newLocal(o.LocalEntries, o.LocalBytes)
 		c.keep = o.Local
@@ -99,6 +105,7 @@ func New(o Options) *Cache {
 		n := namesFor(o.Namespace)
 		c.redis = &redisTier{c: o.Redis, names: n, interned: c.interned, ttl: o.TTL, negativeTTL: o.NegativeTTL, pendingTTL: 2 * time.Minute}
 		c.bus = newBus(o.Redis, n, c.local, c.now, o.Lease, o.HeartbeatInterval, o.Logger)
+		c.bus.obs = o.Observer
 	}
 	return c
 }
@@ -129,12 +136,17 @@ func (c *Cache) coherent(now int64) bool {
 func (c *Cache) ByHash(ctx context.Context, h [32]byte) (*keys.Key, error) {
 	now := c.now()
 	if !c.coherent(now) {
+		if c.keep {
+			c.obs.Lookup(TierLocal, Bypass)
+		}
 		return c.alone(ctx, h)
 	}
 	if c.keep {
 		if e, ok := c.local.get(&h, now); ok {
+			c.obs.Lookup(TierLocal, Hit)
 			return found(e)
 		}
+		c.obs.Lookup(TierLocal, Miss)
 	}
 	return c.shared(ctx, h)
 }
@@ -209,12 +221,16 @@ func (c *Cache) miss(ctx context.Context, h *[32]byte) (missResult, error) {
 		e, state, err := c.redis.get(ctx, h)
 		switch {
 		case err != nil:
+			c.obs.Lookup(TierRedis, Error)
 			c.redisFailed(ctx, err)
 		case state == redisHit:
+			c.obs.Lookup(TierRedis, Hit)
 			return missResult{e: e, cacheable: true}, nil
 		case state == redisPending:
+			c.obs.Lookup(TierRedis, Bypass)
 			return missResult{pending: true}, nil
 		default:
+			c.obs.Lookup(TierRedis, Miss)
 			e, err := c.fromStore(ctx, h)
 			if err != nil {
 				return missResult{}, err
@@ -243,11 +259,14 @@ func (c *Cache) fromStore(ctx context.Context, h *[32]byte) (*entry, error) {
 		err = fmt.Errorf("%w: store lookup timed out after %v", keys.ErrUnavailable, c.o.StoreTimeout)
 	}
 	if errors.Is(err, keys.ErrNotFound) {
+		c.obs.Lookup(TierStore, Miss)
 		return &entry{size: sizeOf(nil)}, nil // version 0: any real write is newer
 	}
 	if err != nil {
+		c.obs.Lookup(TierStore, Error)
 		return nil, err
 	}
+	c.obs.Lookup(TierStore, Hit)
 	k = c.interned.intern(h, k)
 	return &entry{key: k, version: k.Version, size: sizeOf(k)}, nil
 }

@@ -158,6 +158,8 @@ func sizeOf(k *keys.Key) int {
 		return n
 	}
 	n += len(k.ID) + len(k.Name) + len(k.Description) + len(k.Environment) + len(k.Hash) + len(k.Start) + len(k.Last4)
+	n += len(k.PrevHash) + len(k.PrevStart) + len(k.PrevLast4)
+	n += 32 * len(k.AllowedCIDRs) // a netip.Prefix is 32 bytes
 	for _, s := range k.Scopes {
 		n += len(s) + 16
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -116,6 +117,9 @@ func (r *redisTier) get(ctx context.Context, h *[32]byte) (*entry, redisState, e
 		}
 	}
 	k, err := decode(data)
+	if errors.Is(err, errSnapshotFormat) {
+		return nil, redisMiss, nil // another release's snapshot: read the store
+	}
 	if err != nil {
 		return nil, redisMiss, err
 	}
@@ -158,8 +162,20 @@ func (r *redisTier) finish(ctx context.Context, h *[32]byte, token string, e *en
 	return finishScript.Run(ctx, r.c, []string{r.key(h)}, token, version, data, r.ttl.Milliseconds()).Err()
 }
 
-// snapshot is a cached key as stored in Redis.
+// snapshotFormat is written into every snapshot, and a snapshot with
+// another one is not used. Format 2 added the policies and the previous
+// secret: a snapshot written by an earlier release lacks them, and reading it
+// as a key without an allow-list or quota would lift them during a rolling
+// upgrade. Such a snapshot is a miss instead, answered from the store. Bump
+// it whenever a field that changes a validation's outcome is added.
+const snapshotFormat = 2
+
+var errSnapshotFormat = errors.New("decode cache entry: another snapshot format")
+
+// snapshot is a cached key as stored in Redis. QuotaUsage is left out: it
+// is a counter, not content, and changes without a new version.
 type snapshot struct {
+	Format      int               `json:"f"`
 	ID          string            `json:"i"`
 	Name        string            `json:"n"`
 	Description string            `json:"de,omitempty"`
@@ -175,17 +191,48 @@ type snapshot struct {
 	ExpireTime  time.Time         `json:"et"`
 	LastUsed    time.Time         `json:"lu"`
 	Version     int64             `json:"v"`
+
+	AllowedCIDRs []string       `json:"ac,omitempty"`
+	RateLimit    *snapRateLimit `json:"rl,omitempty"`
+	Quota        *snapQuota     `json:"q,omitempty"`
+	PrevHash     []byte         `json:"ph,omitempty"`
+	PrevStart    string         `json:"ps,omitempty"`
+	PrevLast4    string         `json:"pl,omitempty"`
+	PrevExpire   time.Time      `json:"pe,omitzero"`
+}
+
+type snapRateLimit struct {
+	Limit  int64         `json:"l"`
+	Period time.Duration `json:"p"`
+	Burst  int64         `json:"b"`
+}
+
+type snapQuota struct {
+	Limit  int64       `json:"l"`
+	Refill keys.Refill `json:"r"`
 }
 
 func encode(k *keys.Key) (string, error) {
 	if k == nil {
 		return "", nil
 	}
-	b, err := json.Marshal(snapshot{
-		ID: k.ID, Name: k.Name, Description: k.Description, Environment: k.Environment, State: k.State,
+	s := snapshot{
+		Format: snapshotFormat,
+		ID:     k.ID, Name: k.Name, Description: k.Description, Environment: k.Environment, State: k.State,
 		Hash: k.Hash, Start: k.Start, Last4: k.Last4, Scopes: k.Scopes, Metadata: k.Metadata,
 		CreateTime: k.CreateTime, UpdateTime: k.UpdateTime, ExpireTime: k.ExpireTime, LastUsed: k.LastUsed, Version: k.Version,
-	})
+		PrevHash: k.PrevHash, PrevStart: k.PrevStart, PrevLast4: k.PrevLast4, PrevExpire: k.PrevExpire,
+	}
+	for _, p := range k.AllowedCIDRs {
+		s.AllowedCIDRs = append(s.AllowedCIDRs, p.String())
+	}
+	if r := k.RateLimit; r != (keys.RateLimit{}) {
+		s.RateLimit = &snapRateLimit{Limit: r.Limit, Period: r.Period, Burst: r.Burst}
+	}
+	if q := k.Quota; q != (keys.Quota{}) {
+		s.Quota = &snapQuota{Limit: q.Limit, Refill: q.Refill}
+	}
+	b, err := json.Marshal(s)
 	if err != nil {
 		return "", fmt.Errorf("encode cache entry: %w", err)
 	}
@@ -200,6 +247,9 @@ func decode(data string) (*keys.Key, error) {
 	if err := json.Unmarshal([]byte(data), &s); err != nil {
 		return nil, fmt.Errorf("decode cache entry: %w", err)
 	}
+	if s.Format != snapshotFormat {
+		return nil, errSnapshotFormat
+	}
 	if s.ID == "" || len(s.Hash) != 32 {
 		return nil, errors.New("decode cache entry: incomplete")
 	}
@@ -209,9 +259,29 @@ func decode(data string) (*keys.Key, error) {
 	if s.Metadata == nil {
 		s.Metadata = map[string]string{}
 	}
-	return &keys.Key{
+	k := &keys.Key{
 		ID: s.ID, Name: s.Name, Description: s.Description, Environment: s.Environment, State: s.State,
 		Hash: s.Hash, Start: s.Start, Last4: s.Last4, Scopes: s.Scopes, Metadata: s.Metadata,
 		CreateTime: s.CreateTime, UpdateTime: s.UpdateTime, ExpireTime: s.ExpireTime, LastUsed: s.LastUsed, Version: s.Version,
-	}, nil
+		PrevStart: s.PrevStart, PrevLast4: s.PrevLast4, PrevExpire: s.PrevExpire,
+	}
+	if len(s.PrevHash) > 0 { // nil when empty, as the store returns it
+		k.PrevHash = s.PrevHash
+	}
+	if len(s.AllowedCIDRs) > 0 {
+		k.AllowedCIDRs = make([]netip.Prefix, len(s.AllowedCIDRs))
+		for i, c := range s.AllowedCIDRs {
+			var err error
+			if k.AllowedCIDRs[i], err = netip.ParsePrefix(c); err != nil {
+				return nil, fmt.Errorf("decode cache entry: allowed CIDR: %w", err)
+			}
+		}
+	}
+	if r := s.RateLimit; r != nil {
+		k.RateLimit = keys.RateLimit{Limit: r.Limit, Period: r.Period, Burst: r.Burst}
+	}
+	if q := s.Quota; q != nil {
+		k.Quota = keys.Quota{Limit: q.Limit, Refill: q.Refill}
+	}
+	return k, nil
 }

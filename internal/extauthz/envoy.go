@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/keyward/keyward/internal/keys"
+	"github.com/keyward/keyward/internal/validate"
 )
 
 // CheckMethod is the full gRPC method name Envoy calls.
@@ -98,15 +99,35 @@ func (a *Authz) check(ctx context.Context, req []byte) (*authv3.CheckResponse, e
 	if len(v.environment) > 0 {
 		environment = string(v.environment)
 	}
-	verdict, k := a.decide(ctx, secret, found, scopes, environment)
+	var xff []string
+	if a.hops > 0 {
+		v.each(func(name, value []byte) {
+			if equalFold(name, "x-forwarded-for") {
+				xff = append(xff, string(value))
+			}
+		})
+	}
+	verdict, res := a.decide(ctx, found, validate.Request{
+		Secret: secret, RequiredScopes: scopes, Environment: environment,
+		ClientIP: clientIP(string(v.source), xff, a.hops), Entry: validate.EntryCheck,
+	})
 	if verdict != allowed {
-		return a.denials[verdict].envoy, nil
+		d := a.denials[verdict].envoy
+		if res.RetryAfter > 0 || res.HasRate {
+			d = withLimitHeaders(d, &res)
+		}
+		return d, nil
 	}
 
-	ok := &authv3.OkHttpResponse{Headers: a.envoyIdentity(k)}
+	ok := &authv3.OkHttpResponse{Headers: a.envoyIdentity(res.Key)}
+	if res.HasRate {
+		limitHeaders(&res, func(name, value string) {
+			ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, overwrite(name, value))
+		})
+	}
 	// Envoy removes after it sets: remove only the client's identity headers
 	// Keyward did not just set; the ones it set are overwritten.
-	v.each(func(name []byte) {
+	v.each(func(name, _ []byte) {
 		if hasIdentityPrefix(name) {
 			if n := string(name); !setsHeader(ok.Headers, n) {
 				ok.HeadersToRemove = append(ok.HeadersToRemove, n)
@@ -185,13 +206,10 @@ func envoyDenial(d *denial) *authv3.CheckResponse {
 		code = codes.Unauthenticated
 	case http.StatusServiceUnavailable:
 		code = codes.Unavailable
+	case http.StatusTooManyRequests:
+		code = codes.ResourceExhausted
 	}
-	hdr := func(k, v string) *corev3.HeaderValueOption {
-		return &corev3.HeaderValueOption{
-			Header:       &corev3.HeaderValue{Key: k, Value: v},
-			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
-		}
-	}
+	hdr := overwrite
 	headers := []*corev3.HeaderValueOption{hdr("content-type", "application/json")}
 	switch d.status {
 	case http.StatusUnauthorized:
@@ -205,6 +223,27 @@ func envoyDenial(d *denial) *authv3.CheckResponse {
 			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.status)},
 			Headers: headers,
 			Body:    d.body,
+		}},
+	}
+}
+
+func overwrite(name, value string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: name, Value: value},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
+
+// withLimitHeaders is a precomputed refusal plus the rate-limit headers of
+// this one (Retry-After, X-RateLimit-*).
+func withLimitHeaders(base *authv3.CheckResponse, res *validate.Result) *authv3.CheckResponse {
+	denied := base.GetDeniedResponse()
+	headers := append([]*corev3.HeaderValueOption(nil), denied.GetHeaders()...)
+	limitHeaders(res, func(name, value string) { headers = append(headers, overwrite(name, value)) })
+	return &authv3.CheckResponse{
+		Status: base.GetStatus(),
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status: denied.GetStatus(), Headers: headers, Body: denied.GetBody(),
 		}},
 	}
 }

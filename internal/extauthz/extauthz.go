@@ -49,7 +49,11 @@ type Options struct {
 	// keys exactly as unknown ones, so a refusal never tells whether a key
 	// exists.
 	Strict bool
-	Logger *slog.Logger
+	// TrustedProxyHops is how many proxies in front of the caller append to
+	// X-Forwarded-For; the client address for IP allow-lists is then the
+	// hops-th entry from its right. Zero uses the peer's address.
+	TrustedProxyHops int
+	Logger           *slog.Logger
 }
 
 // DefaultHeaders are the credential headers when Options.Headers is empty.
@@ -72,6 +76,7 @@ const Challenge = `Bearer realm="keyward"`
 type Authz struct {
 	verifier    Verifier
 	log         *slog.Logger
+	hops        int
 	creds       []credHeader
 	queryParam  string
 	strip       bool
@@ -123,7 +128,7 @@ func New(o Options) (*Authz, error) {
 	if o.Verifier == nil {
 		return nil, errors.New("extauthz: no verifier")
 	}
-	a := &Authz{verifier: o.Verifier, log: o.Logger, queryParam: o.QueryParam, strip: o.StripCredential}
+	a := &Authz{verifier: o.Verifier, log: o.Logger, queryParam: o.QueryParam, strip: o.StripCredential, hops: o.TrustedProxyHops}
 	if a.log == nil {
 		a.log = slog.Default()
 	}
@@ -152,6 +157,9 @@ func New(o Options) (*Authz, error) {
 			bearer: n == "authorization" || n == "proxy-authorization",
 			remove: []string{n},
 		})
+	}
+	if o.TrustedProxyHops < 0 || o.TrustedProxyHops > 16 {
+		errs = append(errs, fmt.Errorf("trusted proxy hops %d: want 0 to 16", o.TrustedProxyHops))
 	}
 	if o.QueryParam != "" && !paramName.MatchString(o.QueryParam) {
 		errs = append(errs, fmt.Errorf("query parameter %q: want 1-64 characters of A-Z a-z 0-9 . _ ~ -", o.QueryParam))
@@ -189,6 +197,9 @@ const (
 	expired
 	insufficientScope
 	wrongEnvironment
+	ipNotAllowed
+	rateLimited
+	usageExceeded
 	unavailable
 	numVerdicts
 )
@@ -201,6 +212,9 @@ var verdicts = map[validate.Reason]verdict{
 	validate.ReasonExpired:           expired,
 	validate.ReasonInsufficientScope: insufficientScope,
 	validate.ReasonWrongEnvironment:  wrongEnvironment,
+	validate.ReasonIPNotAllowed:      ipNotAllowed,
+	validate.ReasonRateLimited:       rateLimited,
+	validate.ReasonUsageExceeded:     usageExceeded,
 }
 
 // denial is one precomputed refusal, shared by every call that ends in it.
@@ -230,6 +244,9 @@ func denials(strict bool) [numVerdicts]*denial {
 	out[expired] = mk(http.StatusForbidden, "REASON_EXPIRED", "API key has expired")
 	out[insufficientScope] = mk(http.StatusForbidden, "REASON_INSUFFICIENT_SCOPE", "API key lacks a required scope")
 	out[wrongEnvironment] = mk(http.StatusForbidden, "REASON_WRONG_ENVIRONMENT", "API key belongs to another environment")
+	out[ipNotAllowed] = mk(http.StatusForbidden, "REASON_IP_NOT_ALLOWED", "API key may not be used from this address")
+	out[rateLimited] = mk(http.StatusTooManyRequests, "REASON_RATE_LIMITED", "API key rate limit exceeded")
+	out[usageExceeded] = mk(http.StatusTooManyRequests, "REASON_USAGE_EXCEEDED", "API key usage quota exhausted")
 	// Not a refusal of the key: the answer is unknown, so the request may
 	// not pass, and may be retried.
 	out[unavailable] = mk(http.StatusServiceUnavailable, "REASON_UNSPECIFIED", "cannot verify API keys now; retry later")
@@ -237,7 +254,9 @@ func denials(strict bool) [numVerdicts]*denial {
 		// Disabled and expired keys look exactly like unknown ones; scope and
 		// environment refusals only ever reach active keys, whose holders
 		// learn nothing new from them, so they keep their reason.
-		out[disabled], out[expired] = out[notFound], out[notFound]
+		// An address refusal would tell whoever holds a leaked key that it
+		// works elsewhere.
+		out[disabled], out[expired], out[ipNotAllowed] = out[notFound], out[notFound], out[notFound]
 		out[insufficientScope] = mk(http.StatusUnauthorized, "REASON_INSUFFICIENT_SCOPE", "API key lacks a required scope")
 		out[wrongEnvironment] = mk(http.StatusUnauthorized, "REASON_WRONG_ENVIRONMENT", "API key belongs to another environment")
 	}
@@ -315,23 +334,27 @@ func appendScopes(dst []string, s string) []string {
 	return dst
 }
 
-// decide is the one decision behind Check and forward-auth.
-func (a *Authz) decide(ctx context.Context, secret string, found bool, scopes []string, environment string) (verdict, *keys.Key) {
+// decide is the one decision behind Check and forward-auth (req.Entry says
+// which). res.Key is set only when allowed.
+func (a *Authz) decide(ctx context.Context, found bool, req validate.Request) (verdict, validate.Result) {
+	// A missing credential is presented to the verifier too, as "": it
+	// refuses that as malformed without a lookup (the reason the response
+	// reports), and its observers count every request of every entry point.
+	res, err := a.verifier.Verify(ctx, req)
 	if !found {
-		return missing, nil
+		return missing, validate.Result{}
 	}
-	res, err := a.verifier.Verify(ctx, validate.Request{Secret: secret, RequiredScopes: scopes, Environment: environment})
 	if err != nil {
 		a.cannotVerify(ctx, err)
-		return unavailable, nil
+		return unavailable, validate.Result{}
 	}
 	if res.Valid {
-		return allowed, res.Key
+		return allowed, res
 	}
 	if v, ok := verdicts[res.Reason]; ok && v != allowed {
-		return v, nil
+		return v, res
 	}
-	return notFound, nil // a reason this package does not know yet: refuse
+	return notFound, validate.Result{} // a reason this package does not know yet: refuse
 }
 
 // cannotVerify logs that a check failed closed, at most once a second (an

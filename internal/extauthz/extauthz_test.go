@@ -63,6 +63,7 @@ func (s *store) add(t testing.TB, k *keys.Key) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	k.Hash = sec.Hash()
 	s.mu.Lock()
 	s.keys[sec.Sum()] = k
 	s.mu.Unlock()
@@ -171,6 +172,10 @@ func check(t *testing.T, a *Authz, req *authv3.CheckRequest) result {
 			}
 			r.set[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
 		}
+		r.header = map[string]string{}
+		for _, h := range ok.GetResponseHeadersToAdd() {
+			r.header[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
+		}
 		return r
 	}
 	d := resp.GetDeniedResponse()
@@ -189,7 +194,7 @@ func check(t *testing.T, a *Authz, req *authv3.CheckRequest) result {
 		t.Fatalf("denied body %q: want {\"error\", \"reason\"} (%v)", r.body, err)
 	}
 	r.reason = body.Reason
-	wantCode := map[int]codes.Code{401: codes.Unauthenticated, 403: codes.PermissionDenied, 503: codes.Unavailable}[r.status]
+	wantCode := map[int]codes.Code{401: codes.Unauthenticated, 403: codes.PermissionDenied, 429: codes.ResourceExhausted, 503: codes.Unavailable}[r.status]
 	if codes.Code(resp.GetStatus().GetCode()) != wantCode {
 		t.Errorf("status %d with gRPC code %v, want %v", r.status, codes.Code(resp.GetStatus().GetCode()), wantCode)
 	}

@@ -3,6 +3,8 @@ package extauthz
 import (
 	"io"
 	"net/http"
+
+	"github.com/keyward/keyward/internal/validate"
 )
 
 // ForwardAuthPath is the forward-auth endpoint on the HTTP listener.
@@ -16,6 +18,12 @@ func (a *Authz) Routes(mux *http.ServeMux) {
 // ServeForwardAuth answers a proxy's auth subrequest (nginx auth_request,
 // Traefik ForwardAuth, Caddy forward_auth): they pass the original request's
 // headers, so the key is read from them, as Check reads Envoy's.
+//
+// The client address for IP allow-lists is the connection's peer, or with
+// Options.TrustedProxyHops the matching X-Forwarded-For entry (nginx:
+// proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for, hops 1).
+// Rate-limit refusals are 429 with Retry-After and X-RateLimit-* headers,
+// which allowed answers carry too.
 //
 // The auth URL itself may require scopes and an environment:
 // /v1/auth?scopes=orders:read,orders:write&environment=live (scopes may
@@ -54,7 +62,14 @@ func (a *Authz) ServeForwardAuth(w http.ResponseWriter, r *http.Request) {
 		}
 		environment = q.Get("environment")
 	}
-	v, k := a.decide(r.Context(), secret, found, scopes, environment)
+	var xff []string
+	if a.hops > 0 {
+		xff = r.Header["X-Forwarded-For"]
+	}
+	v, res := a.decide(r.Context(), found, validate.Request{
+		Secret: secret, RequiredScopes: scopes, Environment: environment,
+		ClientIP: clientIP(r.RemoteAddr, xff, a.hops), Entry: validate.EntryForwardAuth,
+	})
 
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
@@ -67,14 +82,16 @@ func (a *Authz) ServeForwardAuth(w http.ResponseWriter, r *http.Request) {
 		case http.StatusServiceUnavailable:
 			h.Set("Retry-After", "1")
 		}
+		limitHeaders(&res, func(name, value string) { h.Set(name, value) })
 		h.Set("X-Keyward-Reason", d.reason)
 		h.Set("X-Keyward-Error", d.message)
 		w.WriteHeader(d.status)
 		io.WriteString(w, d.body)
 		return
 	}
-	a.eachIdentity(k, func(f *field, value string) {
+	a.eachIdentity(res.Key, func(f *field, value string) {
 		h[f.canonical] = []string{value}
 	})
+	limitHeaders(&res, func(name, value string) { h.Set(name, value) })
 	w.WriteHeader(http.StatusOK)
 }

@@ -20,6 +20,10 @@ import (
 // Field numbers in envoy.service.auth.v3 and envoy.config.core.v3.
 const (
 	fCheckAttributes     protowire.Number = 1  // CheckRequest.attributes
+	fAttrSource          protowire.Number = 1  // AttributeContext.source
+	fPeerAddress         protowire.Number = 1  // AttributeContext.Peer.address
+	fAddressSocket       protowire.Number = 1  // Address.socket_address
+	fSocketAddress       protowire.Number = 2  // SocketAddress.address
 	fAttrRequest         protowire.Number = 4  // AttributeContext.request
 	fAttrContextExt      protowire.Number = 10 // AttributeContext.context_extensions
 	fRequestHTTP         protowire.Number = 2  // AttributeContext.Request.http
@@ -54,6 +58,7 @@ type checkView struct {
 	path        []byte
 	scopes      []byte
 	environment []byte
+	source      []byte // the downstream peer's IP address, as text
 }
 
 // parse reads a CheckRequest's wire form into v. (Plain loops rather than
@@ -101,6 +106,11 @@ func (v *checkView) attributes(b []byte) error {
 			continue
 		}
 		switch num {
+		case fAttrSource:
+			// Peer.address.socket_address.address; later occurrences win.
+			if a := nested(val, fPeerAddress, fAddressSocket, fSocketAddress); a != nil {
+				v.source = a
+			}
 		case fAttrRequest:
 			for len(val) > 0 {
 				n, http, rest, err := wireField(val)
@@ -218,11 +228,11 @@ func (v *checkView) lookup(name string) (value []byte, n int) {
 	return value, n
 }
 
-// each calls fn with the name of every header in use.
-func (v *checkView) each(fn func(name []byte)) {
+// each calls fn with the name and value of every header in use, in order.
+func (v *checkView) each(fn func(name, value []byte)) {
 	for i := 0; i < v.n; i++ {
 		if h := v.header(i); h.raw != (v.mapped > 0) {
-			fn(h.name)
+			fn(h.name, h.value)
 		}
 	}
 }
@@ -252,6 +262,29 @@ func wireField(msg []byte) (num protowire.Number, val, rest []byte, err error) {
 		val = msg[:0] // present but empty: still not nil
 	}
 	return num, val, msg[n:], nil
+}
+
+// nested follows a path of embedded message fields (the last one a string)
+// and returns the last value found, nil if none or malformed: an address
+// that cannot be read is no address, which an allow-list refuses.
+func nested(b []byte, path ...protowire.Number) []byte {
+	var found []byte
+	for len(b) > 0 {
+		num, val, rest, err := wireField(b)
+		if err != nil {
+			return nil
+		}
+		b = rest
+		if val == nil || num != path[0] {
+			continue
+		}
+		if len(path) == 1 {
+			found = val
+		} else if x := nested(val, path[1:]...); x != nil {
+			found = x
+		}
+	}
+	return found
 }
 
 // mapEntry reads a map<string, string> entry.

@@ -117,7 +117,7 @@ func viewed(v *checkView) (lookups map[string]string, names []string, path, scop
 			lookups[p] = fmt.Sprintf("%d:%s", n, val)
 		}
 	}
-	v.each(func(name []byte) { names = append(names, string(name)) })
+	v.each(func(name, _ []byte) { names = append(names, string(name)) })
 	return lookups, names, string(v.path), string(v.scopes), string(v.environment)
 }
 
@@ -194,7 +194,7 @@ func FuzzCheckView(f *testing.F) {
 			for _, p := range probes {
 				v.lookup(p)
 			}
-			v.each(func([]byte) {})
+			v.each(func(_, _ []byte) {})
 		}
 	})
 }

@@ -17,6 +17,9 @@ var (
 	ErrUnavailable      = errors.New("store unavailable")
 	ErrUnauthenticated  = errors.New("missing or invalid admin credential")
 	ErrPermissionDenied = errors.New("credential lacks the keyward:admin scope")
+	// ErrQuotaExceeded: the key has used every use its quota allows in the
+	// current period; nothing was counted.
+	ErrQuotaExceeded = errors.New("quota exceeded")
 )
 
 // InvalidArgumentError says which input field is wrong and why.

@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"net/netip"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -41,6 +42,17 @@ type Key struct {
 	UpdateTime  time.Time
 	ExpireTime  time.Time // zero: never expires
 	LastUsed    time.Time // zero: never used
+	// AllowedCIDRs is the IP allow-list; empty admits every address.
+	AllowedCIDRs []netip.Prefix
+	RateLimit    RateLimit
+	Quota        Quota
+	QuotaUsage   QuotaUsage
+	// The secret a rotation replaced, still accepted until PrevExpire
+	// (RegenerateKey with a grace period); PrevHash is nil when there is none.
+	PrevHash   []byte
+	PrevStart  string
+	PrevLast4  string
+	PrevExpire time.Time
 	// Version increases by one with every write of the row, in the same
 	// transaction; caches use it so an older snapshot never replaces a newer
 	// one, and to reuse a decoded snapshot: a version names one content, so
@@ -75,7 +87,8 @@ func (k *Key) Expired(now time.Time) bool {
 	return !k.ExpireTime.IsZero() && !now.Before(k.ExpireTime)
 }
 
-// HasScope reports whether the key carries scope s exactly.
+// HasScope reports whether the key carries scope s exactly, wildcards aside:
+// the check for the admin scope.
 func (k *Key) HasScope(s string) bool {
 	for _, have := range k.Scopes {
 		if have == s {
@@ -92,7 +105,17 @@ func (k *Key) Clone() *Key {
 		Hash: append([]byte(nil), k.Hash...), Start: k.Start, Last4: k.Last4,
 		Scopes:     append([]string(nil), k.Scopes...),
 		CreateTime: k.CreateTime, UpdateTime: k.UpdateTime, ExpireTime: k.ExpireTime, LastUsed: k.LastUsed,
-		Version: k.Version,
+		Version:      k.Version,
+		AllowedCIDRs: append([]netip.Prefix(nil), k.AllowedCIDRs...),
+		RateLimit:    k.RateLimit, Quota: k.Quota, QuotaUsage: k.QuotaUsage,
+		PrevHash: append([]byte(nil), k.PrevHash...), PrevStart: k.PrevStart, PrevLast4: k.PrevLast4,
+		PrevExpire: k.PrevExpire,
+	}
+	if len(k.AllowedCIDRs) == 0 {
+		c.AllowedCIDRs = nil
+	}
+	if len(k.PrevHash) == 0 {
+		c.PrevHash = nil
 	}
 	if k.Metadata != nil {
 		c.Metadata = make(map[string]string, len(k.Metadata))

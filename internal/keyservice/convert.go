@@ -10,12 +10,16 @@ import (
 	"github.com/keyward/keyward/internal/validate"
 )
 
-func toProto(k *keys.Key) *keywardv1.Key {
+func (s *Service) toProto(k *keys.Key) *keywardv1.Key { return toProto(k, s.now()) }
+
+// toProto renders k as of now (which decides the quota's uses left and
+// whether a rotation's replaced secret still shows).
+func toProto(k *keys.Key, now time.Time) *keywardv1.Key {
 	state := keywardv1.Key_STATE_ACTIVE
 	if k.State == keys.StateDisabled {
 		state = keywardv1.Key_STATE_DISABLED
 	}
-	return &keywardv1.Key{
+	out := &keywardv1.Key{
 		KeyId:        k.ID,
 		DisplayName:  k.Name,
 		Description:  k.Description,
@@ -29,7 +33,15 @@ func toProto(k *keys.Key) *keywardv1.Key {
 		ExpireTime:   timestamp(k.ExpireTime),
 		LastUsedTime: timestamp(k.LastUsed),
 		Etag:         k.Etag(),
+		AllowedCidrs: cidrStrings(k.AllowedCIDRs),
+		RateLimit:    rateLimitProto(k.RateLimit),
+		Quota:        quotaProto(k, now),
 	}
+	if k.HasPrevious(now) {
+		out.PreviousMaskedKey = k.PrevMasked()
+		out.PreviousKeyExpireTime = timestamp(k.PrevExpire)
+	}
+	return out
 }
 
 func timestamp(t time.Time) *timestamppb.Timestamp {
@@ -47,4 +59,7 @@ var reasons = map[validate.Reason]keywardv1.ValidateResponse_Reason{
 	validate.ReasonExpired:           keywardv1.ValidateResponse_REASON_EXPIRED,
 	validate.ReasonInsufficientScope: keywardv1.ValidateResponse_REASON_INSUFFICIENT_SCOPE,
 	validate.ReasonWrongEnvironment:  keywardv1.ValidateResponse_REASON_WRONG_ENVIRONMENT,
+	validate.ReasonIPNotAllowed:      keywardv1.ValidateResponse_REASON_IP_NOT_ALLOWED,
+	validate.ReasonRateLimited:       keywardv1.ValidateResponse_REASON_RATE_LIMITED,
+	validate.ReasonUsageExceeded:     keywardv1.ValidateResponse_REASON_USAGE_EXCEEDED,
 }

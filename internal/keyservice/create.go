@@ -45,7 +45,16 @@ func (s *Service) CreateKey(ctx context.Context, req *keywardv1.CreateKeyRequest
 	if err = checkMetadata(k.Metadata); err != nil {
 		return nil, err
 	}
-	if k.ExpireTime, err = expireTime(in.GetExpireTime(), now); err != nil {
+	if k.ExpireTime, _, err = expiry(in.GetExpireTime(), in.GetTtl(), now); err != nil {
+		return nil, err
+	}
+	if k.AllowedCIDRs, err = parseCIDRs(in.GetAllowedCidrs()); err != nil {
+		return nil, err
+	}
+	if k.RateLimit, err = parseRateLimit(in.GetRateLimit()); err != nil {
+		return nil, err
+	}
+	if k.Quota, err = parseQuota(in.GetQuota()); err != nil {
 		return nil, err
 	}
 	if k.ID, err = keys.NewID(now); err != nil {
@@ -73,7 +82,7 @@ func (s *Service) CreateKey(ctx context.Context, req *keywardv1.CreateKeyRequest
 		return nil, fmt.Errorf("create key: %w", err)
 	}
 	s.log.InfoContext(ctx, "key created", "key_id", created.ID, "environment", created.Environment)
-	return &keywardv1.CreateKeyResponse{Key: toProto(created), Secret: secret.String()}, nil
+	return &keywardv1.CreateKeyResponse{Key: s.toProto(created), Secret: secret.String()}, nil
 }
 
 func setSecret(k *keys.Key, s keymat.Secret) {

@@ -1,7 +1,6 @@
 package keyservice
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 
@@ -21,9 +20,9 @@ func (s *Service) DeleteKey(ctx context.Context, req *keywardv1.DeleteKeyRequest
 		return nil, fmt.Errorf("delete key %s: %w", req.GetKeyId(), err)
 	}
 	var deleted *keys.Key
-	err = s.caches.Write(ctx, [][]byte{cur.Hash}, func(ctx context.Context) ([]keys.Change, error) {
+	err = s.caches.Write(ctx, secretsOf(cur), func(ctx context.Context) ([]keys.Change, error) {
 		d, err := s.store.Delete(ctx, req.GetKeyId(), func(k *keys.Key) error {
-			if !bytes.Equal(k.Hash, cur.Hash) {
+			if !sameSecrets(k, cur) {
 				// Regenerated since we looked: the new hash was not made
 				// uncacheable, so refuse; the caller retries.
 				return keys.ErrConflict
@@ -34,7 +33,7 @@ func (s *Service) DeleteKey(ctx context.Context, req *keywardv1.DeleteKeyRequest
 			return nil, err
 		}
 		deleted = d
-		return []keys.Change{{Hash: d.Hash, Version: d.Version + 1}}, nil
+		return changesFor(d, nil, d.Version+1), nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("delete key %s: %w", req.GetKeyId(), err)

@@ -15,5 +15,5 @@ func (s *Service) GetKey(ctx context.Context, req *keywardv1.GetKeyRequest) (*ke
 	if err != nil {
 		return nil, err // the store names the key
 	}
-	return &keywardv1.GetKeyResponse{Key: toProto(k)}, nil
+	return &keywardv1.GetKeyResponse{Key: s.toProto(k)}, nil
 }

@@ -48,7 +48,7 @@ func (s *Service) ListKeys(ctx context.Context, req *keywardv1.ListKeysRequest) 
 	}
 	resp.Keys = make([]*keywardv1.Key, len(found))
 	for i, k := range found {
-		resp.Keys[i] = toProto(k)
+		resp.Keys[i] = s.toProto(k)
 	}
 	return resp, nil
 }

@@ -1,7 +1,6 @@
 package keyservice
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -85,9 +84,9 @@ func (s *Service) update(ctx context.Context, id string, fn func(*keys.Key) erro
 			return nil, fmt.Errorf("update key %s: %w", id, err)
 		}
 		var after *keys.Key
-		err = s.caches.Write(ctx, [][]byte{cur.Hash}, func(ctx context.Context) ([]keys.Change, error) {
+		err = s.caches.Write(ctx, secretsOf(cur), func(ctx context.Context) ([]keys.Change, error) {
 			before, a, err := s.store.Update(ctx, id, func(k *keys.Key) error {
-				if !bytes.Equal(k.Hash, cur.Hash) {
+				if !sameSecrets(k, cur) {
 					return errHashMoved
 				}
 				return fn(k)
@@ -96,11 +95,7 @@ func (s *Service) update(ctx context.Context, id string, fn func(*keys.Key) erro
 				return nil, err
 			}
 			after = a
-			changes := []keys.Change{{Hash: a.Hash, Key: a, Version: a.Version}}
-			if !bytes.Equal(before.Hash, a.Hash) {
-				changes = append(changes, keys.Change{Hash: before.Hash, Version: a.Version})
-			}
-			return changes, nil
+			return changesFor(before, a, a.Version), nil
 		})
 		switch {
 		case errors.Is(err, errHashMoved) && attempt < 3:

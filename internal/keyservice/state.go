@@ -13,7 +13,7 @@ func (s *Service) EnableKey(ctx context.Context, req *keywardv1.EnableKeyRequest
 	if err != nil {
 		return nil, err
 	}
-	return &keywardv1.EnableKeyResponse{Key: toProto(k)}, nil
+	return &keywardv1.EnableKeyResponse{Key: s.toProto(k)}, nil
 }
 
 // DisableKey blocks a key; once it returns, no validation accepts it.
@@ -22,7 +22,7 @@ func (s *Service) DisableKey(ctx context.Context, req *keywardv1.DisableKeyReque
 	if err != nil {
 		return nil, err
 	}
-	return &keywardv1.DisableKeyResponse{Key: toProto(k)}, nil
+	return &keywardv1.DisableKeyResponse{Key: s.toProto(k)}, nil
 }
 
 // setState writes even when the state is unchanged: the call is then a cheap
@@ -33,6 +33,11 @@ func (s *Service) setState(ctx context.Context, id, etag string, to keys.State) 
 			return err
 		}
 		k.State = to
+		if to == keys.StateDisabled {
+			// Disabling ends a rotation's grace period: enabling again must
+			// not bring the replaced secret back.
+			k.ClearPrevious()
+		}
 		return nil
 	})
 }

@@ -2,19 +2,25 @@ package keyservice
 
 import (
 	"context"
+	"net/netip"
+	"time"
 
 	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
 	"github.com/keyward/keyward/internal/keys"
 )
 
 // mutable are the fields UpdateKey may change, by their proto names.
-var mutable = []string{"display_name", "description", "scopes", "metadata", "expire_time"}
+var mutable = []string{
+	"display_name", "description", "scopes", "metadata", "expire_time",
+	"allowed_cidrs", "rate_limit", "quota",
+}
 
 // outputOnly fields may appear in a mask (a client PATCHing back a whole Key
 // it read) and are ignored, as AIP-203 asks.
 var outputOnly = map[string]bool{
 	"key_id": true, "state": true, "masked_key": true, "create_time": true,
 	"update_time": true, "last_used_time": true, "etag": true,
+	"previous_masked_key": true, "previous_key_expire_time": true,
 }
 
 // UpdateKey changes the fields named in update_mask.
@@ -31,6 +37,10 @@ func (s *Service) UpdateKey(ctx context.Context, req *keywardv1.UpdateKeyRequest
 	now := s.now()
 	var (
 		scopes []string
+		expire time.Time
+		cidrs  []netip.Prefix
+		rate   keys.RateLimit
+		quota  keys.Quota
 		upd    = map[string]bool{}
 	)
 	for _, p := range paths {
@@ -45,9 +55,14 @@ func (s *Service) UpdateKey(ctx context.Context, req *keywardv1.UpdateKeyRequest
 		case "metadata":
 			err = checkMetadata(in.GetMetadata())
 		case "expire_time":
-			if in.GetExpireTime() != nil {
-				_, err = expireTime(in.GetExpireTime(), now)
-			}
+			// Absent in the body: clear the expiry.
+			expire, _, err = expiry(in.GetExpireTime(), in.GetTtl(), now)
+		case "allowed_cidrs":
+			cidrs, err = parseCIDRs(in.GetAllowedCidrs())
+		case "rate_limit":
+			rate, err = parseRateLimit(in.GetRateLimit())
+		case "quota":
+			quota, err = parseQuota(in.GetQuota())
 		}
 		if err != nil {
 			return nil, err
@@ -73,14 +88,23 @@ func (s *Service) UpdateKey(ctx context.Context, req *keywardv1.UpdateKeyRequest
 			k.Metadata = in.GetMetadata()
 		}
 		if upd["expire_time"] {
-			k.ExpireTime, _ = expireTime(in.GetExpireTime(), now)
+			k.ExpireTime = expire
+		}
+		if upd["allowed_cidrs"] {
+			k.AllowedCIDRs = cidrs
+		}
+		if upd["rate_limit"] {
+			k.RateLimit = rate
+		}
+		if upd["quota"] {
+			k.Quota = quota
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &keywardv1.UpdateKeyResponse{Key: toProto(k)}, nil
+	return &keywardv1.UpdateKeyResponse{Key: s.toProto(k)}, nil
 }
 
 // maskPaths returns the fields to update. An absent mask means every mutable
@@ -91,11 +115,14 @@ func maskPaths(req *keywardv1.UpdateKeyRequest) ([]string, error) {
 		in := req.GetKey()
 		var out []string
 		for p, set := range map[string]bool{
-			"display_name": in.GetDisplayName() != "",
-			"description":  in.GetDescription() != "",
-			"scopes":       len(in.GetScopes()) > 0,
-			"metadata":     len(in.GetMetadata()) > 0,
-			"expire_time":  in.GetExpireTime() != nil,
+			"display_name":  in.GetDisplayName() != "",
+			"description":   in.GetDescription() != "",
+			"scopes":        len(in.GetScopes()) > 0,
+			"metadata":      len(in.GetMetadata()) > 0,
+			"expire_time":   in.GetExpireTime() != nil || in.GetTtl() != nil,
+			"allowed_cidrs": len(in.GetAllowedCidrs()) > 0,
+			"rate_limit":    in.GetRateLimit() != nil,
+			"quota":         in.GetQuota() != nil,
 		} {
 			if set {
 				out = append(out, p)
@@ -111,6 +138,8 @@ func maskPaths(req *keywardv1.UpdateKeyRequest) ([]string, error) {
 		switch {
 		case p == "*":
 			out = append(out, mutable...)
+		case p == "ttl":
+			out = append(out, "expire_time") // ttl is how expire_time may be given
 		case p == "environment":
 			out = append(out, p) // allowed only when unchanged; checked against the row
 		case outputOnly[p]:

@@ -5,6 +5,7 @@ package store
 
 import (
 	"context"
+	"time"
 
 	"github.com/keyward/keyward/internal/keys"
 )
@@ -13,16 +14,21 @@ import (
 //
 // Error contract, shared by every implementation:
 //   - a missing key is keys.ErrNotFound (wrapped);
-//   - a duplicate id or hash is keys.ErrAlreadyExists;
+//   - a duplicate id or hash, or a PrevHash another key also has as its
+//     PrevHash, is keys.ErrAlreadyExists;
 //   - a store that cannot be reached returns an error wrapping keys.ErrUnavailable;
 //   - on any error nothing is written.
 //
 // Keys read back are normalised the same way by every implementation, so a
 // key compares equal whichever backend produced it: times are UTC and
 // truncated to microseconds, a zero time (no expiry, never used) is stored as
-// NULL and read back as the zero time.Time, Scopes keep their order and are
-// never nil (empty: a non-nil empty slice), and Metadata is never nil (empty:
-// a non-nil empty map).
+// NULL and read back as the zero time.Time (PrevExpire included), Scopes keep
+// their order and are never nil (empty: a non-nil empty slice), Metadata is
+// never nil (empty: a non-nil empty map), AllowedCIDRs keep their order and
+// are nil when empty, PrevHash is nil when empty, and RateLimit.Period is
+// truncated to whole milliseconds. Every read (Get, GetByHash, List, both
+// keys Update returns, the key Delete returns) fills QuotaUsage with the
+// key's count as ConsumeQuota left it (the zero value if it has none).
 type Store interface {
 	// Create inserts k with Version 1 and CreateTime/UpdateTime set to now
 	// (truncated to microseconds, the precision both backends keep). If
@@ -32,7 +38,11 @@ type Store interface {
 	Create(ctx context.Context, k *keys.Key, requestID string) (*keys.Key, error)
 	// Get returns the key with this id.
 	Get(ctx context.Context, id string) (*keys.Key, error)
-	// GetByHash returns the key whose secret hashes to hash.
+	// GetByHash returns the key whose secret hashes to hash: the key whose
+	// Hash or PrevHash equals hash. Which secret matched is for the caller to
+	// tell by comparing k.Hash; whether a previous secret is still within its
+	// grace period (PrevExpire) is the caller's judgement too. Should one key's
+	// Hash equal another's PrevHash, the key with that Hash is returned.
 	GetByHash(ctx context.Context, hash []byte) (*keys.Key, error)
 	// List returns up to q.Limit matching keys with ID > q.AfterID, in ID order
 	// (bytewise, whatever the database's collation). IDs sort by creation
@@ -44,21 +54,38 @@ type Store interface {
 	// returns nil, writes the copy with Version+1 and UpdateTime=now. It returns
 	// the key as it was before and as written. fn's error is returned unchanged
 	// (wrapped) and nothing is written. fn may change only the mutable fields:
-	// ID, Version, CreateTime and UpdateTime are the store's. fn may be called
+	// ID, Version, CreateTime, UpdateTime and QuotaUsage are the store's. If
+	// the write changes Quota, the key's usage count is deleted in the same
+	// transaction (changing a key's quota starts its count afresh) and after
+	// has a zero QuotaUsage; otherwise after keeps before's. fn may be called
 	// again if the backend retries the transaction (SQLite after a busy
 	// timeout), so it must do nothing but edit its argument.
 	Update(ctx context.Context, id string, fn func(*keys.Key) error) (before, after *keys.Key, err error)
 	// Delete removes the key after fn (which may be nil) approves the current
 	// row inside the same transaction; it returns the row as deleted.
 	Delete(ctx context.Context, id string, fn func(*keys.Key) error) (*keys.Key, error)
+	// ConsumeQuota atomically counts one use of the key with this id against
+	// quota q in the counting period q.Period(now), and returns how many uses
+	// the period has left (q.Limit minus the count). A count kept for an
+	// earlier period is replaced by a count of 1. If the period's count has
+	// already reached q.Limit, nothing is written and the error wraps
+	// keys.ErrQuotaExceeded. A missing key is keys.ErrNotFound; a q that is
+	// not set (Limit < 1) or has an unknown Refill is a
+	// *keys.InvalidArgumentError. It is exact under concurrency: n
+	// concurrent calls against a fresh quota of limit l succeed min(n, l)
+	// times, across every instance sharing the store. q is the caller's
+	// (typically from a cached snapshot): the store does not compare it with
+	// the key's stored Quota. The count is not part of the key's content and
+	// does not change its Version.
+	ConsumeQuota(ctx context.Context, id string, q keys.Quota, now time.Time) (remaining int64, err error)
 	// Ping reports whether the store is reachable.
 	Ping(ctx context.Context) error
 	Close() error
 }
 
 // ListQuery selects a page of keys. The filters are ORed: a key matches when
-// its name contains NameContains (case-insensitive), or its hash equals Hash,
-// or its visible start begins with StartPrefix (or StartPrefix begins with its
+// its name contains NameContains (case-insensitive), or its hash or prev hash
+// equals Hash, or its visible start begins with StartPrefix (or StartPrefix begins with its
 // visible start, for a typed beginning longer than what is stored). Empty
 // filters are ignored; with none set, every key matches. Inputs are matched
 // literally: LIKE and GLOB wildcards in them have no special meaning. The

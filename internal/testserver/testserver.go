@@ -116,7 +116,12 @@ func Start(t testing.TB, o Options) *Server {
 
 // Admin returns ctx carrying the admin credential.
 func (s *Server) Admin(ctx context.Context) context.Context {
-	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+s.AdminKey)
+	return WithBearer(ctx, s.AdminKey)
+}
+
+// WithBearer returns ctx carrying token as the bearer credential.
+func WithBearer(ctx context.Context, token string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
 }
 
 type tWriter struct{ t testing.TB }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,6 +27,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
@@ -41,11 +44,16 @@ var secretPattern = regexp.MustCompile(`^kw_test_[0-9A-Za-z]{49}$`)
 // real `keyward serve`, the way an administrator does: sign in (and a wrong
 // key is refused), generate a key and read its secret, search by name and by
 // the pasted secret, switch it off, edit it, regenerate it and delete it,
-// checking each effect over gRPC with Validate. Along the way: the empty
-// state, error messages for failed calls, copy, keyboard use, paging through
-// more keys than one page, a phone-sized screen, and sign-out. It fails on
-// any uncaught exception or Content-Security-Policy violation in the page,
-// and on any request whose URL carries a secret.
+// checking each effect over gRPC with Validate. Key policies too: a rate
+// limit, IP allow-list and quota set in the edit dialog (sent with an
+// update_mask naming only them, read back with GetKey), an invalid CIDR
+// refused by Keyward and shown next to its field with nothing changed, a
+// regeneration with a 1-hour grace period (the card shows the previous key,
+// and both secrets validate), and a quota set when generating. Along the
+// way: the empty state, error messages for failed calls, copy, keyboard use,
+// paging through more keys than one page, a phone-sized screen, and
+// sign-out. It fails on any uncaught exception or Content-Security-Policy
+// violation in the page, and on any request whose URL carries a secret.
 //
 // Screenshots of the main states go to $KEYWARD_ARTIFACTS/console (or a
 // temporary directory, logged); -update-console-png also writes the key
@@ -57,15 +65,19 @@ func TestConsole(t *testing.T) {
 	admin := func(ctx context.Context) context.Context {
 		return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+s.AdminKey)
 	}
-	validate := func(secret string) *keywardv1.ValidateResponse {
+	validateFrom := func(secret, clientIP string) *keywardv1.ValidateResponse {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		resp, err := kc.Validate(ctx, &keywardv1.ValidateRequest{Key: secret})
+		resp, err := kc.Validate(ctx, &keywardv1.ValidateRequest{Key: secret, ClientIp: clientIP})
 		if err != nil {
 			t.Fatalf("Validate over gRPC: %v", err)
 		}
 		return resp
+	}
+	validate := func(secret string) *keywardv1.ValidateResponse {
+		t.Helper()
+		return validateFrom(secret, "")
 	}
 	getKey := func(id string) (*keywardv1.Key, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -183,7 +195,13 @@ func TestConsole(t *testing.T) {
 			chromedp.SendKeys(chromedp.CSS("#f-scopes"), "orders:read, orders:write"),
 		)
 		b.selectOption("#f-environment", "test")
-		b.selectOption("#f-expiry", "90")
+		if evalJS[bool](b, `document.getElementById('f-policies').open`) {
+			t.Error("the generate dialog opens with its Policies expanded; they should start collapsed")
+		}
+		b.click("#f-policies > summary")
+		b.click(`#f-expiry-quick [data-days="90"]`)
+		b.waitJS("the expiry note", `document.getElementById('f-expire-note').textContent.includes('Expires in 3 months')
+			&& document.getElementById('f-policies-summary').textContent.includes('expires in 3 months')`)
 		b.click("#f-metadata-add")
 		b.do("fill a label",
 			chromedp.SendKeys(chromedp.CSS("#f-metadata .meta-row:last-child .meta-key"), "plant"),
@@ -323,7 +341,12 @@ func TestConsole(t *testing.T) {
 		b.replaceText("#f-name", "MES line 1 (plant A)")
 		b.replaceText("#f-description", "Hall 3, packaging")
 		b.do("add a scope", chromedp.SendKeys(chromedp.CSS("#f-scopes"), ", inventory:read"))
-		b.selectOption("#f-expiry", "never")
+		if !evalJS[bool](b, `document.getElementById('f-policies').open && document.getElementById('f-expire-at').value !== ''`) {
+			t.Error("the edit dialog does not show the key's policies, expiry filled in")
+		}
+		b.click(`#f-expiry-quick [data-days="never"]`)
+		b.waitJS("the never-expires note", `document.getElementById('f-expire-at').value === ''
+			&& document.getElementById('f-expire-note').textContent.includes('Never expires')`)
 		b.click("#f-metadata-add")
 		b.do("fill a label",
 			chromedp.SendKeys(chromedp.CSS("#f-metadata .meta-row:last-child .meta-key"), "line"),
@@ -348,6 +371,169 @@ func TestConsole(t *testing.T) {
 			k.GetMetadata()["plant"] != "A" || k.GetMetadata()["line"] != "1" || k.GetExpireTime() != nil {
 			t.Errorf("after the edit the key is %v", k)
 		}
+		if got := b.lastUpdateMask(keyID); got != "display_name,description,scopes,metadata,expire_time" {
+			t.Errorf("the edit sent update_mask=%q, want exactly the fields changed", got)
+		}
+	})
+
+	// A second key for the policies, so the walk-through key stays usable
+	// from anywhere.
+	var policyKey *keywardv1.Key
+	var policySecret string
+	step(t, "edit-policies", func(t *testing.T) {
+		b.t = t
+		policyKey, policySecret = createKey(&keywardv1.Key{DisplayName: "Partner gateway", Scopes: []string{"orders:read"}})
+		secrets = append(secrets, policySecret)
+		pcard := cardSel(policyKey.GetKeyId())
+		b.replaceText("#search", "Partner gateway")
+		b.waitCards("the partner key", fmt.Sprintf(`ids.join() === %q`, policyKey.GetKeyId()))
+		b.click(pcard + ` [data-action="edit"]`)
+		b.waitJS("the edit dialog, policies shown", `document.getElementById('key-dialog').open
+			&& document.getElementById('f-policies').open && document.getElementById('f-name').value === 'Partner gateway'`)
+		b.do("fill the policies",
+			chromedp.SendKeys(chromedp.CSS("#f-cidrs"), "10.0.0.0/8\n192.168.1.0/24"),
+			chromedp.SendKeys(chromedp.CSS("#f-rate-limit"), "100"),
+			chromedp.SendKeys(chromedp.CSS("#f-rate-burst"), "200"),
+			chromedp.SendKeys(chromedp.CSS("#f-quota-limit"), "1000"),
+		)
+		b.selectOption("#f-rate-period", "1")
+		b.selectOption("#f-quota-refill", "REFILL_DAILY")
+		thousand := evalJS[string](b, `(1000).toLocaleString()`)
+		b.waitJS("the policies summary", fmt.Sprintf(`(() => { const s = document.getElementById('f-policies-summary').textContent;
+			return s.includes('IP: 2 ranges') && s.includes('100/s · burst 200') && s.includes(%q); })()`, "quota "+thousand+" daily"))
+		b.do("show the policies", chromedp.ScrollIntoView(chromedp.CSS("#f-quota-limit")))
+		b.shot("edit-policies")
+		b.click("#key-form-submit")
+		b.waitJS("the card to show the policies", fmt.Sprintf(`!document.getElementById('key-dialog').open
+			&& !document.querySelector(%q).hidden`, pcard+" .card-policies"))
+		text := b.text(pcard)
+		for _, want := range []string{"100/s · burst 200", "quota " + thousand + "/" + thousand + " daily", "IP: 2 ranges"} {
+			if !strings.Contains(text, want) {
+				t.Errorf("the card does not show %q: %q", want, text)
+			}
+		}
+		if got := b.lastUpdateMask(policyKey.GetKeyId()); got != "allowed_cidrs,rate_limit,quota" {
+			t.Errorf("the policy edit sent update_mask=%q, want allowed_cidrs,rate_limit,quota", got)
+		}
+		k, err := getKey(policyKey.GetKeyId())
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantRate := &keywardv1.RateLimit{Limit: 100, Period: durationpb.New(time.Second), Burst: 200}
+		if strings.Join(k.GetAllowedCidrs(), ",") != "10.0.0.0/8,192.168.1.0/24" || !proto.Equal(k.GetRateLimit(), wantRate) ||
+			k.GetQuota().GetLimit() != 1000 || k.GetQuota().GetRefill() != keywardv1.Quota_REFILL_DAILY ||
+			k.GetDisplayName() != "Partner gateway" || strings.Join(k.GetScopes(), ",") != "orders:read" {
+			t.Errorf("after setting policies in the console the key is %v", k)
+		}
+		if v := validateFrom(policySecret, "10.1.2.3"); !v.GetValid() {
+			t.Errorf("Validate from 10.1.2.3 (allowed) = %v, want valid", v)
+		}
+		if v := validateFrom(policySecret, "172.16.0.1"); v.GetValid() || v.GetReason() != keywardv1.ValidateResponse_REASON_IP_NOT_ALLOWED {
+			t.Errorf("Validate from 172.16.0.1 (not allowed) = %v, want REASON_IP_NOT_ALLOWED", v)
+		}
+	})
+
+	step(t, "invalid-cidr", func(t *testing.T) {
+		b.t = t
+		pcard := cardSel(policyKey.GetKeyId())
+		before, err := getKey(policyKey.GetKeyId())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.click(pcard + ` [data-action="edit"]`)
+		b.waitJS("the edit dialog", `document.getElementById('key-dialog').open
+			&& document.getElementById('f-cidrs').value === '10.0.0.0/8\n192.168.1.0/24'`)
+		b.replaceText("#f-name", "Partner gateway (renamed)")
+		b.replaceText("#f-cidrs", "10.0.0.0/8\n10.0.0.300/24")
+		b.click("#key-form-submit")
+		b.waitJS("the field error", `(() => { const e = document.getElementById('f-cidrs-error');
+			return !e.hidden && e.textContent.trim() !== '' && document.getElementById('key-dialog').open
+				&& document.getElementById('f-cidrs').getAttribute('aria-invalid') === 'true'
+				&& document.activeElement.id === 'f-cidrs'
+				&& !document.getElementById('key-form-error').hidden
+				&& document.getElementById('key-form-error').textContent.includes('IP allow-list')
+				&& !document.getElementById('key-dialog').dataset.busy; })()`)
+		b.shot("invalid-cidr")
+		if got := evalJS[string](b, `document.getElementById('f-cidrs').value`); got != "10.0.0.0/8\n10.0.0.300/24" {
+			t.Errorf("after the refusal the allow-list field holds %q, want what was typed", got)
+		}
+		if got := evalJS[string](b, `document.getElementById('f-name').value`); got != "Partner gateway (renamed)" {
+			t.Errorf("after the refusal the name field holds %q, want what was typed", got)
+		}
+		k, err := getKey(policyKey.GetKeyId())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k.GetEtag() != before.GetEtag() || k.GetDisplayName() != "Partner gateway" ||
+			strings.Join(k.GetAllowedCidrs(), ",") != "10.0.0.0/8,192.168.1.0/24" {
+			t.Errorf("a refused edit changed the key: %v", k)
+		}
+		if !strings.Contains(b.text(pcard), "Partner gateway") || strings.Contains(b.text(pcard), "renamed") {
+			t.Errorf("a refused edit changed the card: %q", b.text(pcard))
+		}
+
+		// Correcting the field takes the error away, and saving works.
+		b.replaceText("#f-cidrs", "10.0.0.0/8")
+		b.waitJS("the field error to go", `document.getElementById('f-cidrs-error').hidden
+			&& !document.getElementById('f-cidrs').hasAttribute('aria-invalid')`)
+		b.click("#key-form-submit")
+		b.waitJS("the card to update", fmt.Sprintf(`!document.getElementById('key-dialog').open
+			&& document.querySelector(%q).textContent.includes('Partner gateway (renamed)')`, pcard))
+		if text := b.text(pcard); !strings.Contains(text, "IP: 10.0.0.0/8") {
+			t.Errorf("the card does not show the one allowed range: %q", text)
+		}
+		if got := b.lastUpdateMask(policyKey.GetKeyId()); got != "display_name,allowed_cidrs" {
+			t.Errorf("the corrected edit sent update_mask=%q, want display_name,allowed_cidrs", got)
+		}
+		k, err = getKey(policyKey.GetKeyId())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k.GetDisplayName() != "Partner gateway (renamed)" || strings.Join(k.GetAllowedCidrs(), ",") != "10.0.0.0/8" ||
+			k.GetRateLimit().GetLimit() != 100 || k.GetQuota().GetLimit() != 1000 {
+			t.Errorf("after the corrected edit the key is %v", k)
+		}
+		b.replaceText("#search", "")
+		b.waitCards("every key again", fmt.Sprintf(`ids.includes(%q)`, keyID))
+	})
+
+	step(t, "generate-with-quota", func(t *testing.T) {
+		b.t = t
+		b.click("#generate")
+		b.waitJS("the generate dialog", `document.getElementById('key-dialog').open && document.activeElement.id === 'f-name'
+			&& !document.getElementById('f-policies').open`)
+		b.do("name it", chromedp.SendKeys(chromedp.CSS("#f-name"), "Metered partner"))
+		b.click("#f-policies > summary")
+		b.do("set a quota", chromedp.SendKeys(chromedp.CSS("#f-quota-limit"), "5000"))
+		b.selectOption("#f-quota-refill", "REFILL_MONTHLY")
+		fiveThousand := evalJS[string](b, `(5000).toLocaleString()`)
+		b.waitJS("the policies summary", fmt.Sprintf(`document.getElementById('f-policies-summary').textContent.includes(%q)`,
+			"quota "+fiveThousand+" monthly"))
+		b.shot("generate-with-quota")
+		b.click("#key-form-submit")
+		b.waitJS("the secret dialog", `document.getElementById('secret-dialog').open && document.getElementById('secret-value').value !== ''`)
+		metered := evalJS[string](b, `document.getElementById('secret-value').value`)
+		secrets = append(secrets, metered)
+		b.click("#secret-done")
+		b.waitJS("the secret dialog to close", `!document.getElementById('secret-dialog').open`)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		found, err := kc.ListKeys(admin(ctx), &keywardv1.ListKeysRequest{Query: metered})
+		if err != nil || len(found.GetKeys()) != 1 {
+			t.Fatalf("ListKeys(query=secret): %v, %v", found, err)
+		}
+		k := found.GetKeys()[0]
+		if k.GetDisplayName() != "Metered partner" || k.GetQuota().GetLimit() != 5000 ||
+			k.GetQuota().GetRefill() != keywardv1.Quota_REFILL_MONTHLY || k.GetRateLimit() != nil ||
+			len(k.GetAllowedCidrs()) != 0 || k.GetExpireTime() != nil {
+			t.Errorf("the key generated with a quota is %v", k)
+		}
+		if text := b.text(cardSel(k.GetKeyId())); !strings.Contains(text, "quota "+fiveThousand+"/"+fiveThousand+" monthly") {
+			t.Errorf("the new card does not show its quota: %q", text)
+		}
+		if v := validate(metered); !v.GetValid() || v.RemainingUses == nil || v.GetRemainingUses() != 4999 {
+			t.Errorf("Validate(metered key) = %v, want valid with 4999 uses left", v)
+		}
 	})
 
 	step(t, "regenerate", func(t *testing.T) {
@@ -355,6 +541,10 @@ func TestConsole(t *testing.T) {
 		b.click(card + ` [data-action="regenerate"]`)
 		b.waitJS("the regenerate warning", `(() => { const d = document.getElementById('confirm-dialog');
 			return d.open && d.textContent.includes('must be updated with the new one'); })()`)
+		if got := evalJS[string](b, `[...document.querySelectorAll('#confirm-dialog input[name="grace"]')]
+			.map(i => (i.checked ? '*' : '') + i.closest('label').textContent.trim()).join('|')`); got != "*Immediately|In 1 hour|In 1 day|In 7 days" {
+			t.Errorf("the regenerate dialog's grace-period choices are %q", got)
+		}
 		b.shot("regenerate-warning")
 		b.click("#confirm-ok")
 		b.waitJS("the new secret", `document.getElementById('secret-dialog').open && document.getElementById('secret-value').value !== ''`)
@@ -363,6 +553,9 @@ func TestConsole(t *testing.T) {
 			t.Fatalf("the regenerated secret is %q (old %q)", newSecret, secret)
 		}
 		secrets = append(secrets, newSecret)
+		if evalJS[bool](b, `!document.getElementById('secret-grace').hidden`) {
+			t.Errorf("the secret dialog mentions a grace period after a regeneration without one: %q", b.text("#secret-grace"))
+		}
 		b.shot("regenerated-secret")
 		b.click("#secret-done")
 		b.waitJS("focus back on Regenerate", fmt.Sprintf(`document.activeElement === document.querySelector(%q)`, card+` [data-action="regenerate"]`))
@@ -372,7 +565,62 @@ func TestConsole(t *testing.T) {
 		if v := validate(newSecret); !v.GetValid() {
 			t.Errorf("Validate(new secret) after regenerating = %v, want valid", v)
 		}
+		if evalJS[bool](b, fmt.Sprintf(`!document.querySelector(%q).hidden`, card+" .card-previous")) {
+			t.Errorf("the card shows a previous key after a regeneration without grace: %q", b.text(card+" .card-previous"))
+		}
 		secret = newSecret
+	})
+
+	var graceSecret string // the secret a rotation with a grace period replaced
+	step(t, "regenerate-with-grace", func(t *testing.T) {
+		b.t = t
+		before, err := getKey(keyID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.click(card + ` [data-action="regenerate"]`)
+		b.waitJS("the regenerate dialog", `document.getElementById('confirm-dialog').open`)
+		b.click(`#confirm-dialog input[name="grace"][value="3600"]`)
+		b.shot("regenerate-grace")
+		b.click("#confirm-ok")
+		b.waitJS("the new secret", `document.getElementById('secret-dialog').open && document.getElementById('secret-value').value !== ''`)
+		newSecret := evalJS[string](b, `document.getElementById('secret-value').value`)
+		if !secretPattern.MatchString(newSecret) || newSecret == secret {
+			t.Fatalf("the regenerated secret is %q (old %q)", newSecret, secret)
+		}
+		secrets = append(secrets, newSecret)
+		if text := b.text("#secret-grace"); !strings.Contains(text, "The previous key "+before.GetMaskedKey()+" keeps working until") {
+			t.Errorf("the secret dialog does not say until when the previous key works: %q", text)
+		}
+		b.shot("regenerated-secret-grace")
+		b.click("#secret-done")
+		b.waitJS("the card to show the previous key", fmt.Sprintf(`(() => { const p = document.querySelector(%q);
+			return !document.getElementById('secret-dialog').open && !p.hidden && p.textContent.includes('works until'); })()`,
+			card+" .card-previous"))
+		b.shot("grace-period-card")
+		text := b.text(card + " .card-previous")
+		if !strings.Contains(text, "Previous key "+before.GetMaskedKey()) || !strings.Contains(text, "in 1 hour") {
+			t.Errorf("the card's previous-key line is %q, want the old masked key %s working for 1 hour", text, before.GetMaskedKey())
+		}
+		k, err := getKey(keyID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(b.text(card), k.GetMaskedKey()) {
+			t.Errorf("the card does not show the new masked key %s: %q", k.GetMaskedKey(), b.text(card))
+		}
+		until := time.Until(k.GetPreviousKeyExpireTime().AsTime())
+		if k.GetPreviousMaskedKey() != before.GetMaskedKey() || until < 55*time.Minute || until > 61*time.Minute {
+			t.Errorf("after regenerating with a 1-hour grace period: previous_masked_key %q (want %q), works for %v more",
+				k.GetPreviousMaskedKey(), before.GetMaskedKey(), until)
+		}
+		if v := validate(secret); !v.GetValid() {
+			t.Errorf("Validate(old secret) during the grace period = %v, want valid", v)
+		}
+		if v := validate(newSecret); !v.GetValid() {
+			t.Errorf("Validate(new secret) after regenerating = %v, want valid", v)
+		}
+		graceSecret, secret = secret, newSecret
 	})
 
 	step(t, "delete", func(t *testing.T) {
@@ -396,6 +644,11 @@ func TestConsole(t *testing.T) {
 		b.waitJS("the delete message", `document.getElementById('toast').textContent.includes('Deleted “MES line 1 (plant A)”')`)
 		if v := validate(secret); v.GetValid() || v.GetReason() != keywardv1.ValidateResponse_REASON_NOT_FOUND {
 			t.Errorf("Validate after deleting in the console = %v, want REASON_NOT_FOUND", v)
+		}
+		if graceSecret != "" {
+			if v := validate(graceSecret); v.GetValid() || v.GetReason() != keywardv1.ValidateResponse_REASON_NOT_FOUND {
+				t.Errorf("Validate(secret in its grace period) after deleting = %v, want REASON_NOT_FOUND", v)
+			}
 		}
 		if _, err := getKey(keyID); status.Code(err) != codes.NotFound {
 			t.Errorf("GetKey after deleting in the console: %v, want NotFound", err)
@@ -479,6 +732,13 @@ func TestConsole(t *testing.T) {
 			t.Errorf("the generate dialog is %.0fpx wide on a 390px screen", w)
 		}
 		b.shot("phone-generate")
+		b.click("#f-policies > summary")
+		b.waitJS("the policies", `document.getElementById('f-policies').open`)
+		if w := evalJS[int](b, `(() => { const d = document.getElementById('key-dialog'); return d.scrollWidth - d.clientWidth; })()`); w > 0 {
+			t.Errorf("the generate dialog's policies overflow it by %dpx on a 390px screen", w)
+		}
+		b.do("show the rate limit", chromedp.ScrollIntoView(chromedp.CSS("#f-rate-limit")))
+		b.shot("phone-generate-policies")
 		b.do("press Escape", chromedp.KeyEvent(kb.Escape))
 		b.waitJS("the dialog to close", `!document.getElementById('key-dialog').open`)
 		b.do("back to a desktop screen", chromedp.EmulateViewport(1280, 900))
@@ -538,17 +798,26 @@ func seedKeys(t *testing.T, create func(*keywardv1.Key) (*keywardv1.Key, string)
 	t.Helper()
 	soon := timestamppb.New(time.Now().Add(5 * 24 * time.Hour))
 	later := timestamppb.New(time.Now().Add(300 * 24 * time.Hour))
+	var mobile *keywardv1.Key
 	for _, k := range []*keywardv1.Key{
-		{DisplayName: "IoT gateway, hall 3", Description: "Edge gateway forwarding sensor readings", Scopes: []string{"telemetry:write"}, Metadata: map[string]string{"site": "plant-a"}},
+		{DisplayName: "IoT gateway, hall 3", Description: "Edge gateway forwarding sensor readings", Scopes: []string{"telemetry:write"}, Metadata: map[string]string{"site": "plant-a"},
+			AllowedCidrs: []string{"10.20.0.0/16", "10.30.0.0/16"}, RateLimit: &keywardv1.RateLimit{Limit: 100, Period: durationpb.New(time.Second), Burst: 200}},
 		{DisplayName: "Analytics export", Description: "Nightly export to the BI warehouse", Scopes: []string{"orders:read", "inventory:read"}, ExpireTime: later},
-		{DisplayName: "Mobile app (iOS)", Scopes: []string{"catalog:read", "orders:write"}},
-		{DisplayName: "Partner: Acme Logistics", Description: "Shipment status callbacks", Scopes: []string{"shipments:read"}, ExpireTime: soon},
+		{DisplayName: "Mobile app (iOS)", Scopes: []string{"catalog:read", "orders:write"}, RateLimit: &keywardv1.RateLimit{Limit: 600, Period: durationpb.New(time.Minute)}},
+		{DisplayName: "Partner: Acme Logistics", Description: "Shipment status callbacks", Scopes: []string{"shipments:read"}, ExpireTime: soon,
+			AllowedCidrs: []string{"203.0.113.0/24"}, Quota: &keywardv1.Quota{Limit: 1000, Refill: keywardv1.Quota_REFILL_DAILY}},
 		{DisplayName: "Staging smoke tests", Environment: "test", Scopes: []string{"*"}},
 	} {
-		create(k)
+		if created, _ := create(k); k.GetDisplayName() == "Mobile app (iOS)" {
+			mobile = created
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// A rotation in progress: the card shows the previous key beside the new one.
+	if _, err := kc.RegenerateKey(admin(ctx), &keywardv1.RegenerateKeyRequest{KeyId: mobile.GetKeyId(), GracePeriod: durationpb.New(24 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
 	resp, err := kc.ListKeys(admin(ctx), &keywardv1.ListKeysRequest{Query: "Staging smoke"})
 	if err != nil || len(resp.GetKeys()) != 1 {
 		t.Fatalf("find the staging key: %v", err)
@@ -781,6 +1050,21 @@ func (b *browser) waitCards(what, cond string) {
 		const ids = [...document.querySelectorAll('#key-list > li.card')].map(li => li.dataset.keyId);
 		return %s;
 	})()`, cond))
+}
+
+// lastUpdateMask is the update_mask of the page's last PATCH of keyID.
+func (b *browser) lastUpdateMask(keyID string) string {
+	b.t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i := len(b.urls) - 1; i >= 0; i-- {
+		u, err := url.Parse(b.urls[i])
+		if err != nil || u.Path != "/v1/keys/"+keyID || !u.Query().Has("update_mask") {
+			continue
+		}
+		return u.Query().Get("update_mask")
+	}
+	return ""
 }
 
 func (b *browser) cardIDs() []string {

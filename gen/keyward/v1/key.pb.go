@@ -9,6 +9,7 @@ package keywardv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -72,6 +73,59 @@ func (Key_State) EnumDescriptor() ([]byte, []int) {
 	return file_keyward_v1_key_proto_rawDescGZIP(), []int{0, 0}
 }
 
+// When a quota's count starts afresh.
+type Quota_Refill int32
+
+const (
+	// Never: limit is a total.
+	Quota_REFILL_UNSPECIFIED Quota_Refill = 0
+	// At 00:00 UTC every day.
+	Quota_REFILL_DAILY Quota_Refill = 1
+	// At 00:00 UTC on the first day of every month.
+	Quota_REFILL_MONTHLY Quota_Refill = 2
+)
+
+// Enum value maps for Quota_Refill.
+var (
+	Quota_Refill_name = map[int32]string{
+		0: "REFILL_UNSPECIFIED",
+		1: "REFILL_DAILY",
+		2: "REFILL_MONTHLY",
+	}
+	Quota_Refill_value = map[string]int32{
+		"REFILL_UNSPECIFIED": 0,
+		"REFILL_DAILY":       1,
+		"REFILL_MONTHLY":     2,
+	}
+)
+
+func (x Quota_Refill) Enum() *Quota_Refill {
+	p := new(Quota_Refill)
+	*p = x
+	return p
+}
+
+func (x Quota_Refill) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Quota_Refill) Descriptor() protoreflect.EnumDescriptor {
+	return file_keyward_v1_key_proto_enumTypes[1].Descriptor()
+}
+
+func (Quota_Refill) Type() protoreflect.EnumType {
+	return &file_keyward_v1_key_proto_enumTypes[1]
+}
+
+func (x Quota_Refill) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Quota_Refill.Descriptor instead.
+func (Quota_Refill) EnumDescriptor() ([]byte, []int) {
+	return file_keyward_v1_key_proto_rawDescGZIP(), []int{2, 0}
+}
+
 // An API key. The secret itself is never part of a Key: it is returned once,
 // beside the Key, by CreateKey and RegenerateKey.
 type Key struct {
@@ -91,7 +145,10 @@ type Key struct {
 	// Output only. The visible start and the last four characters of the secret.
 	MaskedKey string `protobuf:"bytes,6,opt,name=masked_key,json=maskedKey,proto3" json:"masked_key,omitempty"`
 	// Permissions the key grants, e.g. "orders:read". At most 64, each up to 128
-	// characters of [A-Za-z0-9:._*/-].
+	// characters of [A-Za-z0-9:._*/-]. A scope ending in ":*" grants every
+	// scope that starts with what precedes the "*" ("orders:*" grants
+	// "orders:read" and "orders:write"); "*" alone grants every scope. The
+	// admin scope "keyward:admin" is granted only by itself.
 	Scopes []string `protobuf:"bytes,7,rep,name=scopes,proto3" json:"scopes,omitempty"`
 	// Free-form labels returned by Validate: at most 64 entries, keys up to 64
 	// and values up to 512 characters.
@@ -102,13 +159,31 @@ type Key struct {
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// Optional. After this time the key is refused with REASON_EXPIRED.
 	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// Input only, instead of expire_time: the key expires this long after the
+	// create or update that sets it.
+	Ttl *durationpb.Duration `protobuf:"bytes,14,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	// Output only. When the key last validated successfully.
 	LastUsedTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=last_used_time,json=lastUsedTime,proto3" json:"last_used_time,omitempty"`
 	// Changes with every write. Send it back on UpdateKey, DeleteKey, EnableKey
 	// or DisableKey to fail with ABORTED if someone else changed the key first.
-	Etag          string `protobuf:"bytes,13,opt,name=etag,proto3" json:"etag,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Etag string `protobuf:"bytes,13,opt,name=etag,proto3" json:"etag,omitempty"`
+	// Optional IP allow-list: CIDR blocks (IPv4 or IPv6, "10.0.0.0/8",
+	// "2001:db8::/32"; a bare address means that one address). When set, a
+	// validation whose client address lies in none of them is refused with
+	// REASON_IP_NOT_ALLOWED. At most 64.
+	AllowedCidrs []string `protobuf:"bytes,15,rep,name=allowed_cidrs,json=allowedCidrs,proto3" json:"allowed_cidrs,omitempty"`
+	// Optional rate limit, held across all instances.
+	RateLimit *RateLimit `protobuf:"bytes,16,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	// Optional usage quota.
+	Quota *Quota `protobuf:"bytes,17,opt,name=quota,proto3" json:"quota,omitempty"`
+	// Output only. During a rotation's grace period (RegenerateKey with
+	// grace_period), the masked form of the replaced secret, which keeps
+	// working until previous_key_expire_time.
+	PreviousMaskedKey string `protobuf:"bytes,18,opt,name=previous_masked_key,json=previousMaskedKey,proto3" json:"previous_masked_key,omitempty"`
+	// Output only. When the replaced secret stops working.
+	PreviousKeyExpireTime *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=previous_key_expire_time,json=previousKeyExpireTime,proto3" json:"previous_key_expire_time,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *Key) Reset() {
@@ -218,6 +293,13 @@ func (x *Key) GetExpireTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Key) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
 func (x *Key) GetLastUsedTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.LastUsedTime
@@ -232,12 +314,188 @@ func (x *Key) GetEtag() string {
 	return ""
 }
 
+func (x *Key) GetAllowedCidrs() []string {
+	if x != nil {
+		return x.AllowedCidrs
+	}
+	return nil
+}
+
+func (x *Key) GetRateLimit() *RateLimit {
+	if x != nil {
+		return x.RateLimit
+	}
+	return nil
+}
+
+func (x *Key) GetQuota() *Quota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
+func (x *Key) GetPreviousMaskedKey() string {
+	if x != nil {
+		return x.PreviousMaskedKey
+	}
+	return ""
+}
+
+func (x *Key) GetPreviousKeyExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PreviousKeyExpireTime
+	}
+	return nil
+}
+
+// A rate limit: on average limit requests per period, with bursts of up to
+// burst requests at once (GCRA). Requests over it are refused with
+// REASON_RATE_LIMITED and a retry_after.
+type RateLimit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required, 1 to 1,000,000.
+	Limit int64 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	// The period limit applies to: 1 second to 1 day. Default 1 second.
+	Period *durationpb.Duration `protobuf:"bytes,2,opt,name=period,proto3" json:"period,omitempty"`
+	// Most requests accepted at once, 1 to 1,000,000. Default: limit.
+	Burst         int64 `protobuf:"varint,3,opt,name=burst,proto3" json:"burst,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RateLimit) Reset() {
+	*x = RateLimit{}
+	mi := &file_keyward_v1_key_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RateLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RateLimit) ProtoMessage() {}
+
+func (x *RateLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_keyward_v1_key_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
+func (*RateLimit) Descriptor() ([]byte, []int) {
+	return file_keyward_v1_key_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RateLimit) GetLimit() int64 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *RateLimit) GetPeriod() *durationpb.Duration {
+	if x != nil {
+		return x.Period
+	}
+	return nil
+}
+
+func (x *RateLimit) GetBurst() int64 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
+// A usage quota: a number of successful validations, optionally refilled.
+// Validations beyond it are refused with REASON_USAGE_EXCEEDED. Changing a
+// key's quota starts its count afresh.
+type Quota struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required: uses allowed in total, or per day or month with a refill; 1 to 10^12.
+	Limit int64 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	// When the count starts afresh.
+	Refill Quota_Refill `protobuf:"varint,2,opt,name=refill,proto3,enum=keyward.v1.Quota_Refill" json:"refill,omitempty"`
+	// Output only. Uses left now.
+	Remaining int64 `protobuf:"varint,3,opt,name=remaining,proto3" json:"remaining,omitempty"`
+	// Output only. When the count starts afresh next (with a refill).
+	RefillTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=refill_time,json=refillTime,proto3" json:"refill_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Quota) Reset() {
+	*x = Quota{}
+	mi := &file_keyward_v1_key_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Quota) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Quota) ProtoMessage() {}
+
+func (x *Quota) ProtoReflect() protoreflect.Message {
+	mi := &file_keyward_v1_key_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Quota.ProtoReflect.Descriptor instead.
+func (*Quota) Descriptor() ([]byte, []int) {
+	return file_keyward_v1_key_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Quota) GetLimit() int64 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *Quota) GetRefill() Quota_Refill {
+	if x != nil {
+		return x.Refill
+	}
+	return Quota_REFILL_UNSPECIFIED
+}
+
+func (x *Quota) GetRemaining() int64 {
+	if x != nil {
+		return x.Remaining
+	}
+	return 0
+}
+
+func (x *Quota) GetRefillTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RefillTime
+	}
+	return nil
+}
+
 var File_keyward_v1_key_proto protoreflect.FileDescriptor
 
 const file_keyward_v1_key_proto_rawDesc = "" +
 	"\n" +
 	"\x14keyward/v1/key.proto\x12\n" +
-	"keyward.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x05\n" +
+	"keyward.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\a\n" +
 	"\x03Key\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12 \n" +
@@ -254,16 +512,37 @@ const file_keyward_v1_key_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12;\n" +
 	"\vexpire_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\x12@\n" +
+	"expireTime\x12+\n" +
+	"\x03ttl\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12@\n" +
 	"\x0elast_used_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\flastUsedTime\x12\x12\n" +
-	"\x04etag\x18\r \x01(\tR\x04etag\x1a;\n" +
+	"\x04etag\x18\r \x01(\tR\x04etag\x12#\n" +
+	"\rallowed_cidrs\x18\x0f \x03(\tR\fallowedCidrs\x124\n" +
+	"\n" +
+	"rate_limit\x18\x10 \x01(\v2\x15.keyward.v1.RateLimitR\trateLimit\x12'\n" +
+	"\x05quota\x18\x11 \x01(\v2\x11.keyward.v1.QuotaR\x05quota\x12.\n" +
+	"\x13previous_masked_key\x18\x12 \x01(\tR\x11previousMaskedKey\x12S\n" +
+	"\x18previous_key_expire_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\x15previousKeyExpireTime\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"D\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fSTATE_ACTIVE\x10\x01\x12\x12\n" +
-	"\x0eSTATE_DISABLED\x10\x02B5Z3github.com/keyward/keyward/gen/keyward/v1;keywardv1b\x06proto3"
+	"\x0eSTATE_DISABLED\x10\x02\"j\n" +
+	"\tRateLimit\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\x03R\x05limit\x121\n" +
+	"\x06period\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06period\x12\x14\n" +
+	"\x05burst\x18\x03 \x01(\x03R\x05burst\"\xf2\x01\n" +
+	"\x05Quota\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\x03R\x05limit\x120\n" +
+	"\x06refill\x18\x02 \x01(\x0e2\x18.keyward.v1.Quota.RefillR\x06refill\x12\x1c\n" +
+	"\tremaining\x18\x03 \x01(\x03R\tremaining\x12;\n" +
+	"\vrefill_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"refillTime\"F\n" +
+	"\x06Refill\x12\x16\n" +
+	"\x12REFILL_UNSPECIFIED\x10\x00\x12\x10\n" +
+	"\fREFILL_DAILY\x10\x01\x12\x12\n" +
+	"\x0eREFILL_MONTHLY\x10\x02B5Z3github.com/keyward/keyward/gen/keyward/v1;keywardv1b\x06proto3"
 
 var (
 	file_keyward_v1_key_proto_rawDescOnce sync.Once
@@ -277,26 +556,37 @@ func file_keyward_v1_key_proto_rawDescGZIP() []byte {
 	return file_keyward_v1_key_proto_rawDescData
 }
 
-var file_keyward_v1_key_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_keyward_v1_key_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_keyward_v1_key_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_keyward_v1_key_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_keyward_v1_key_proto_goTypes = []any{
 	(Key_State)(0),                // 0: keyward.v1.Key.State
-	(*Key)(nil),                   // 1: keyward.v1.Key
-	nil,                           // 2: keyward.v1.Key.MetadataEntry
-	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
+	(Quota_Refill)(0),             // 1: keyward.v1.Quota.Refill
+	(*Key)(nil),                   // 2: keyward.v1.Key
+	(*RateLimit)(nil),             // 3: keyward.v1.RateLimit
+	(*Quota)(nil),                 // 4: keyward.v1.Quota
+	nil,                           // 5: keyward.v1.Key.MetadataEntry
+	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 7: google.protobuf.Duration
 }
 var file_keyward_v1_key_proto_depIdxs = []int32{
-	0, // 0: keyward.v1.Key.state:type_name -> keyward.v1.Key.State
-	2, // 1: keyward.v1.Key.metadata:type_name -> keyward.v1.Key.MetadataEntry
-	3, // 2: keyward.v1.Key.create_time:type_name -> google.protobuf.Timestamp
-	3, // 3: keyward.v1.Key.update_time:type_name -> google.protobuf.Timestamp
-	3, // 4: keyward.v1.Key.expire_time:type_name -> google.protobuf.Timestamp
-	3, // 5: keyward.v1.Key.last_used_time:type_name -> google.protobuf.Timestamp
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	0,  // 0: keyward.v1.Key.state:type_name -> keyward.v1.Key.State
+	5,  // 1: keyward.v1.Key.metadata:type_name -> keyward.v1.Key.MetadataEntry
+	6,  // 2: keyward.v1.Key.create_time:type_name -> google.protobuf.Timestamp
+	6,  // 3: keyward.v1.Key.update_time:type_name -> google.protobuf.Timestamp
+	6,  // 4: keyward.v1.Key.expire_time:type_name -> google.protobuf.Timestamp
+	7,  // 5: keyward.v1.Key.ttl:type_name -> google.protobuf.Duration
+	6,  // 6: keyward.v1.Key.last_used_time:type_name -> google.protobuf.Timestamp
+	3,  // 7: keyward.v1.Key.rate_limit:type_name -> keyward.v1.RateLimit
+	4,  // 8: keyward.v1.Key.quota:type_name -> keyward.v1.Quota
+	6,  // 9: keyward.v1.Key.previous_key_expire_time:type_name -> google.protobuf.Timestamp
+	7,  // 10: keyward.v1.RateLimit.period:type_name -> google.protobuf.Duration
+	1,  // 11: keyward.v1.Quota.refill:type_name -> keyward.v1.Quota.Refill
+	6,  // 12: keyward.v1.Quota.refill_time:type_name -> google.protobuf.Timestamp
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_keyward_v1_key_proto_init() }
@@ -309,8 +599,8 @@ func file_keyward_v1_key_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyward_v1_key_proto_rawDesc), len(file_keyward_v1_key_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   2,
+			NumEnums:      2,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -10,6 +10,7 @@ import (
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
 	reflect "reflect"
 	sync "sync"
@@ -100,7 +101,8 @@ func (ValidateResponse_Reason) EnumDescriptor() ([]byte, []int) {
 type CreateKeyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The key to create: display_name is required; description, environment,
-	// scopes, metadata and expire_time are optional; output-only fields must be empty.
+	// scopes, metadata, expire_time or ttl, allowed_cidrs, rate_limit and quota
+	// are optional; output-only fields must be empty.
 	Key *Key `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	// Optional idempotency token (AIP-155): a retry with the same request_id
 	// never creates a second key; it fails with ALREADY_EXISTS naming the key.
@@ -416,7 +418,7 @@ type UpdateKeyRequest struct {
 	// key.key_id names the key to update; if key.etag is set it must match.
 	Key *Key `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	// Fields to update: display_name, description, scopes, metadata,
-	// expire_time. Over REST it defaults to the fields present in the body; "*"
+	// expire_time (ttl sets it too), allowed_cidrs, rate_limit, quota. Over REST it defaults to the fields present in the body; "*"
 	// replaces all of them.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -709,7 +711,11 @@ type RegenerateKeyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	KeyId string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
 	// Optional: fail with ABORTED unless the key's current etag matches.
-	Etag          string `protobuf:"bytes,2,opt,name=etag,proto3" json:"etag,omitempty"`
+	Etag string `protobuf:"bytes,2,opt,name=etag,proto3" json:"etag,omitempty"`
+	// Optional, up to 7 days: how long the replaced secret keeps working beside
+	// the new one, so clients can be moved without an outage. Disabling or
+	// deleting the key, or regenerating it again, ends it at once.
+	GracePeriod   *durationpb.Duration `protobuf:"bytes,3,opt,name=grace_period,json=gracePeriod,proto3" json:"grace_period,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -756,6 +762,13 @@ func (x *RegenerateKeyRequest) GetEtag() string {
 		return x.Etag
 	}
 	return ""
+}
+
+func (x *RegenerateKeyRequest) GetGracePeriod() *durationpb.Duration {
+	if x != nil {
+		return x.GracePeriod
+	}
+	return nil
 }
 
 type RegenerateKeyResponse struct {
@@ -908,7 +921,8 @@ type ValidateRequest struct {
 	RequiredScopes []string `protobuf:"bytes,2,rep,name=required_scopes,json=requiredScopes,proto3" json:"required_scopes,omitempty"`
 	// Expected environment; a key of another environment is refused.
 	Environment string `protobuf:"bytes,3,opt,name=environment,proto3" json:"environment,omitempty"`
-	// The client's address, for keys with an IP allow-list.
+	// The client's address, for keys with an IP allow-list; a key with an
+	// allow-list is refused when it is empty.
 	ClientIp      string `protobuf:"bytes,4,opt,name=client_ip,json=clientIp,proto3" json:"client_ip,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -977,7 +991,14 @@ type ValidateResponse struct {
 	Valid  bool                    `protobuf:"varint,1,opt,name=valid,proto3" json:"valid,omitempty"`
 	Reason ValidateResponse_Reason `protobuf:"varint,2,opt,name=reason,proto3,enum=keyward.v1.ValidateResponse_Reason" json:"reason,omitempty"`
 	// The key, only when valid.
-	Key           *Key `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	Key *Key `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	// With REASON_RATE_LIMITED: how long until a request can succeed. With
+	// REASON_USAGE_EXCEEDED and a refilling quota: until the refill.
+	RetryAfter *durationpb.Duration `protobuf:"bytes,4,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
+	// For a key with a rate limit, its state after this request.
+	RateLimit *RateLimitStatus `protobuf:"bytes,5,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	// For a key with a quota, when valid: the uses left after this one.
+	RemainingUses *int64 `protobuf:"varint,6,opt,name=remaining_uses,json=remainingUses,proto3,oneof" json:"remaining_uses,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1033,12 +1054,97 @@ func (x *ValidateResponse) GetKey() *Key {
 	return nil
 }
 
+func (x *ValidateResponse) GetRetryAfter() *durationpb.Duration {
+	if x != nil {
+		return x.RetryAfter
+	}
+	return nil
+}
+
+func (x *ValidateResponse) GetRateLimit() *RateLimitStatus {
+	if x != nil {
+		return x.RateLimit
+	}
+	return nil
+}
+
+func (x *ValidateResponse) GetRemainingUses() int64 {
+	if x != nil && x.RemainingUses != nil {
+		return *x.RemainingUses
+	}
+	return 0
+}
+
+// Where a key stands against its rate limit (the x-ratelimit-* headers).
+type RateLimitStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Requests allowed per period.
+	Limit int64 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Requests that could be made at once now.
+	Remaining int64 `protobuf:"varint,2,opt,name=remaining,proto3" json:"remaining,omitempty"`
+	// Until the limit is fully available again.
+	ResetAfter    *durationpb.Duration `protobuf:"bytes,3,opt,name=reset_after,json=resetAfter,proto3" json:"reset_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RateLimitStatus) Reset() {
+	*x = RateLimitStatus{}
+	mi := &file_keyward_v1_key_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RateLimitStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RateLimitStatus) ProtoMessage() {}
+
+func (x *RateLimitStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_keyward_v1_key_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RateLimitStatus.ProtoReflect.Descriptor instead.
+func (*RateLimitStatus) Descriptor() ([]byte, []int) {
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RateLimitStatus) GetLimit() int64 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *RateLimitStatus) GetRemaining() int64 {
+	if x != nil {
+		return x.Remaining
+	}
+	return 0
+}
+
+func (x *RateLimitStatus) GetResetAfter() *durationpb.Duration {
+	if x != nil {
+		return x.ResetAfter
+	}
+	return nil
+}
+
 var File_keyward_v1_key_service_proto protoreflect.FileDescriptor
 
 const file_keyward_v1_key_service_proto_rawDesc = "" +
 	"\n" +
 	"\x1ckeyward/v1/key_service.proto\x12\n" +
-	"keyward.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x14keyward/v1/key.proto\"T\n" +
+	"keyward.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x14keyward/v1/key.proto\"T\n" +
 	"\x10CreateKeyRequest\x12!\n" +
 	"\x03key\x18\x01 \x01(\v2\x0f.keyward.v1.KeyR\x03key\x12\x1d\n" +
 	"\n" +
@@ -1073,10 +1179,11 @@ const file_keyward_v1_key_service_proto_rawDesc = "" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x12\n" +
 	"\x04etag\x18\x02 \x01(\tR\x04etag\"7\n" +
 	"\x12DisableKeyResponse\x12!\n" +
-	"\x03key\x18\x01 \x01(\v2\x0f.keyward.v1.KeyR\x03key\"A\n" +
+	"\x03key\x18\x01 \x01(\v2\x0f.keyward.v1.KeyR\x03key\"\x7f\n" +
 	"\x14RegenerateKeyRequest\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x12\n" +
-	"\x04etag\x18\x02 \x01(\tR\x04etag\"R\n" +
+	"\x04etag\x18\x02 \x01(\tR\x04etag\x12<\n" +
+	"\fgrace_period\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod\"R\n" +
 	"\x15RegenerateKeyResponse\x12!\n" +
 	"\x03key\x18\x01 \x01(\v2\x0f.keyward.v1.KeyR\x03key\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\"=\n" +
@@ -1088,11 +1195,16 @@ const file_keyward_v1_key_service_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12'\n" +
 	"\x0frequired_scopes\x18\x02 \x03(\tR\x0erequiredScopes\x12 \n" +
 	"\venvironment\x18\x03 \x01(\tR\venvironment\x12\x1b\n" +
-	"\tclient_ip\x18\x04 \x01(\tR\bclientIp\"\x9e\x03\n" +
+	"\tclient_ip\x18\x04 \x01(\tR\bclientIp\"\xd5\x04\n" +
 	"\x10ValidateResponse\x12\x14\n" +
 	"\x05valid\x18\x01 \x01(\bR\x05valid\x12;\n" +
 	"\x06reason\x18\x02 \x01(\x0e2#.keyward.v1.ValidateResponse.ReasonR\x06reason\x12!\n" +
-	"\x03key\x18\x03 \x01(\v2\x0f.keyward.v1.KeyR\x03key\"\x93\x02\n" +
+	"\x03key\x18\x03 \x01(\v2\x0f.keyward.v1.KeyR\x03key\x12:\n" +
+	"\vretry_after\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"retryAfter\x12:\n" +
+	"\n" +
+	"rate_limit\x18\x05 \x01(\v2\x1b.keyward.v1.RateLimitStatusR\trateLimit\x12*\n" +
+	"\x0eremaining_uses\x18\x06 \x01(\x03H\x00R\rremainingUses\x88\x01\x01\"\x93\x02\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fREASON_VALID\x10\x01\x12\x14\n" +
@@ -1105,7 +1217,13 @@ const file_keyward_v1_key_service_proto_rawDesc = "" +
 	"\x15REASON_IP_NOT_ALLOWED\x10\b\x12\x17\n" +
 	"\x13REASON_RATE_LIMITED\x10\t\x12\x19\n" +
 	"\x15REASON_USAGE_EXCEEDED\x10\n" +
-	"2\xe5\a\n" +
+	"B\x11\n" +
+	"\x0f_remaining_uses\"\x81\x01\n" +
+	"\x0fRateLimitStatus\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\x03R\x05limit\x12\x1c\n" +
+	"\tremaining\x18\x02 \x01(\x03R\tremaining\x12:\n" +
+	"\vreset_after\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"resetAfter2\xe5\a\n" +
 	"\n" +
 	"KeyService\x12_\n" +
 	"\tCreateKey\x12\x1c.keyward.v1.CreateKeyRequest\x1a\x1d.keyward.v1.CreateKeyResponse\"\x15\x82\xd3\xe4\x93\x02\x0f:\x03key\"\b/v1/keys\x12_\n" +
@@ -1132,7 +1250,7 @@ func file_keyward_v1_key_service_proto_rawDescGZIP() []byte {
 }
 
 var file_keyward_v1_key_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_keyward_v1_key_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_keyward_v1_key_service_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_keyward_v1_key_service_proto_goTypes = []any{
 	(ValidateResponse_Reason)(0),  // 0: keyward.v1.ValidateResponse.Reason
 	(*CreateKeyRequest)(nil),      // 1: keyward.v1.CreateKeyRequest
@@ -1153,45 +1271,51 @@ var file_keyward_v1_key_service_proto_goTypes = []any{
 	(*DeleteKeyResponse)(nil),     // 16: keyward.v1.DeleteKeyResponse
 	(*ValidateRequest)(nil),       // 17: keyward.v1.ValidateRequest
 	(*ValidateResponse)(nil),      // 18: keyward.v1.ValidateResponse
-	(*Key)(nil),                   // 19: keyward.v1.Key
-	(*fieldmaskpb.FieldMask)(nil), // 20: google.protobuf.FieldMask
+	(*RateLimitStatus)(nil),       // 19: keyward.v1.RateLimitStatus
+	(*Key)(nil),                   // 20: keyward.v1.Key
+	(*fieldmaskpb.FieldMask)(nil), // 21: google.protobuf.FieldMask
+	(*durationpb.Duration)(nil),   // 22: google.protobuf.Duration
 }
 var file_keyward_v1_key_service_proto_depIdxs = []int32{
-	19, // 0: keyward.v1.CreateKeyRequest.key:type_name -> keyward.v1.Key
-	19, // 1: keyward.v1.CreateKeyResponse.key:type_name -> keyward.v1.Key
-	19, // 2: keyward.v1.GetKeyResponse.key:type_name -> keyward.v1.Key
-	19, // 3: keyward.v1.ListKeysResponse.keys:type_name -> keyward.v1.Key
-	19, // 4: keyward.v1.UpdateKeyRequest.key:type_name -> keyward.v1.Key
-	20, // 5: keyward.v1.UpdateKeyRequest.update_mask:type_name -> google.protobuf.FieldMask
-	19, // 6: keyward.v1.UpdateKeyResponse.key:type_name -> keyward.v1.Key
-	19, // 7: keyward.v1.EnableKeyResponse.key:type_name -> keyward.v1.Key
-	19, // 8: keyward.v1.DisableKeyResponse.key:type_name -> keyward.v1.Key
-	19, // 9: keyward.v1.RegenerateKeyResponse.key:type_name -> keyward.v1.Key
-	0,  // 10: keyward.v1.ValidateResponse.reason:type_name -> keyward.v1.ValidateResponse.Reason
-	19, // 11: keyward.v1.ValidateResponse.key:type_name -> keyward.v1.Key
-	1,  // 12: keyward.v1.KeyService.CreateKey:input_type -> keyward.v1.CreateKeyRequest
-	3,  // 13: keyward.v1.KeyService.GetKey:input_type -> keyward.v1.GetKeyRequest
-	5,  // 14: keyward.v1.KeyService.ListKeys:input_type -> keyward.v1.ListKeysRequest
-	7,  // 15: keyward.v1.KeyService.UpdateKey:input_type -> keyward.v1.UpdateKeyRequest
-	9,  // 16: keyward.v1.KeyService.EnableKey:input_type -> keyward.v1.EnableKeyRequest
-	11, // 17: keyward.v1.KeyService.DisableKey:input_type -> keyward.v1.DisableKeyRequest
-	13, // 18: keyward.v1.KeyService.RegenerateKey:input_type -> keyward.v1.RegenerateKeyRequest
-	15, // 19: keyward.v1.KeyService.DeleteKey:input_type -> keyward.v1.DeleteKeyRequest
-	17, // 20: keyward.v1.KeyService.Validate:input_type -> keyward.v1.ValidateRequest
-	2,  // 21: keyward.v1.KeyService.CreateKey:output_type -> keyward.v1.CreateKeyResponse
-	4,  // 22: keyward.v1.KeyService.GetKey:output_type -> keyward.v1.GetKeyResponse
-	6,  // 23: keyward.v1.KeyService.ListKeys:output_type -> keyward.v1.ListKeysResponse
-	8,  // 24: keyward.v1.KeyService.UpdateKey:output_type -> keyward.v1.UpdateKeyResponse
-	10, // 25: keyward.v1.KeyService.EnableKey:output_type -> keyward.v1.EnableKeyResponse
-	12, // 26: keyward.v1.KeyService.DisableKey:output_type -> keyward.v1.DisableKeyResponse
-	14, // 27: keyward.v1.KeyService.RegenerateKey:output_type -> keyward.v1.RegenerateKeyResponse
-	16, // 28: keyward.v1.KeyService.DeleteKey:output_type -> keyward.v1.DeleteKeyResponse
-	18, // 29: keyward.v1.KeyService.Validate:output_type -> keyward.v1.ValidateResponse
-	21, // [21:30] is the sub-list for method output_type
-	12, // [12:21] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	20, // 0: keyward.v1.CreateKeyRequest.key:type_name -> keyward.v1.Key
+	20, // 1: keyward.v1.CreateKeyResponse.key:type_name -> keyward.v1.Key
+	20, // 2: keyward.v1.GetKeyResponse.key:type_name -> keyward.v1.Key
+	20, // 3: keyward.v1.ListKeysResponse.keys:type_name -> keyward.v1.Key
+	20, // 4: keyward.v1.UpdateKeyRequest.key:type_name -> keyward.v1.Key
+	21, // 5: keyward.v1.UpdateKeyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	20, // 6: keyward.v1.UpdateKeyResponse.key:type_name -> keyward.v1.Key
+	20, // 7: keyward.v1.EnableKeyResponse.key:type_name -> keyward.v1.Key
+	20, // 8: keyward.v1.DisableKeyResponse.key:type_name -> keyward.v1.Key
+	22, // 9: keyward.v1.RegenerateKeyRequest.grace_period:type_name -> google.protobuf.Duration
+	20, // 10: keyward.v1.RegenerateKeyResponse.key:type_name -> keyward.v1.Key
+	0,  // 11: keyward.v1.ValidateResponse.reason:type_name -> keyward.v1.ValidateResponse.Reason
+	20, // 12: keyward.v1.ValidateResponse.key:type_name -> keyward.v1.Key
+	22, // 13: keyward.v1.ValidateResponse.retry_after:type_name -> google.protobuf.Duration
+	19, // 14: keyward.v1.ValidateResponse.rate_limit:type_name -> keyward.v1.RateLimitStatus
+	22, // 15: keyward.v1.RateLimitStatus.reset_after:type_name -> google.protobuf.Duration
+	1,  // 16: keyward.v1.KeyService.CreateKey:input_type -> keyward.v1.CreateKeyRequest
+	3,  // 17: keyward.v1.KeyService.GetKey:input_type -> keyward.v1.GetKeyRequest
+	5,  // 18: keyward.v1.KeyService.ListKeys:input_type -> keyward.v1.ListKeysRequest
+	7,  // 19: keyward.v1.KeyService.UpdateKey:input_type -> keyward.v1.UpdateKeyRequest
+	9,  // 20: keyward.v1.KeyService.EnableKey:input_type -> keyward.v1.EnableKeyRequest
+	11, // 21: keyward.v1.KeyService.DisableKey:input_type -> keyward.v1.DisableKeyRequest
+	13, // 22: keyward.v1.KeyService.RegenerateKey:input_type -> keyward.v1.RegenerateKeyRequest
+	15, // 23: keyward.v1.KeyService.DeleteKey:input_type -> keyward.v1.DeleteKeyRequest
+	17, // 24: keyward.v1.KeyService.Validate:input_type -> keyward.v1.ValidateRequest
+	2,  // 25: keyward.v1.KeyService.CreateKey:output_type -> keyward.v1.CreateKeyResponse
+	4,  // 26: keyward.v1.KeyService.GetKey:output_type -> keyward.v1.GetKeyResponse
+	6,  // 27: keyward.v1.KeyService.ListKeys:output_type -> keyward.v1.ListKeysResponse
+	8,  // 28: keyward.v1.KeyService.UpdateKey:output_type -> keyward.v1.UpdateKeyResponse
+	10, // 29: keyward.v1.KeyService.EnableKey:output_type -> keyward.v1.EnableKeyResponse
+	12, // 30: keyward.v1.KeyService.DisableKey:output_type -> keyward.v1.DisableKeyResponse
+	14, // 31: keyward.v1.KeyService.RegenerateKey:output_type -> keyward.v1.RegenerateKeyResponse
+	16, // 32: keyward.v1.KeyService.DeleteKey:output_type -> keyward.v1.DeleteKeyResponse
+	18, // 33: keyward.v1.KeyService.Validate:output_type -> keyward.v1.ValidateResponse
+	25, // [25:34] is the sub-list for method output_type
+	16, // [16:25] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_keyward_v1_key_service_proto_init() }
@@ -1200,13 +1324,14 @@ func file_keyward_v1_key_service_proto_init() {
 		return
 	}
 	file_keyward_v1_key_proto_init()
+	file_keyward_v1_key_service_proto_msgTypes[17].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyward_v1_key_service_proto_rawDesc), len(file_keyward_v1_key_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

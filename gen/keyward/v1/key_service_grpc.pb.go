@@ -45,13 +45,15 @@ type KeyServiceClient interface {
 	// Lists keys, optionally filtered by name or by key value. Use the POST form
 	// to search by a pasted secret: a secret must never travel in a URL.
 	ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (*ListKeysResponse, error)
-	// Updates display_name, description, scopes, metadata or expire_time.
+	// Updates display_name, description, scopes, metadata, expire_time (or
+	// ttl), allowed_cidrs, rate_limit or quota.
 	UpdateKey(ctx context.Context, in *UpdateKeyRequest, opts ...grpc.CallOption) (*UpdateKeyResponse, error)
 	// Lets a disabled key validate again.
 	EnableKey(ctx context.Context, in *EnableKeyRequest, opts ...grpc.CallOption) (*EnableKeyResponse, error)
 	// Blocks a key. Once this returns, no validation accepts it.
 	DisableKey(ctx context.Context, in *DisableKeyRequest, opts ...grpc.CallOption) (*DisableKeyResponse, error)
-	// Replaces a key's secret. Once this returns, the old secret is refused.
+	// Replaces a key's secret. Once this returns, the old secret is refused,
+	// unless a grace_period lets it work a while longer.
 	RegenerateKey(ctx context.Context, in *RegenerateKeyRequest, opts ...grpc.CallOption) (*RegenerateKeyResponse, error)
 	// Deletes a key. Once this returns, its secret is refused.
 	DeleteKey(ctx context.Context, in *DeleteKeyRequest, opts ...grpc.CallOption) (*DeleteKeyResponse, error)
@@ -173,13 +175,15 @@ type KeyServiceServer interface {
 	// Lists keys, optionally filtered by name or by key value. Use the POST form
 	// to search by a pasted secret: a secret must never travel in a URL.
 	ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error)
-	// Updates display_name, description, scopes, metadata or expire_time.
+	// Updates display_name, description, scopes, metadata, expire_time (or
+	// ttl), allowed_cidrs, rate_limit or quota.
 	UpdateKey(context.Context, *UpdateKeyRequest) (*UpdateKeyResponse, error)
 	// Lets a disabled key validate again.
 	EnableKey(context.Context, *EnableKeyRequest) (*EnableKeyResponse, error)
 	// Blocks a key. Once this returns, no validation accepts it.
 	DisableKey(context.Context, *DisableKeyRequest) (*DisableKeyResponse, error)
-	// Replaces a key's secret. Once this returns, the old secret is refused.
+	// Replaces a key's secret. Once this returns, the old secret is refused,
+	// unless a grace_period lets it work a while longer.
 	RegenerateKey(context.Context, *RegenerateKeyRequest) (*RegenerateKeyResponse, error)
 	// Deletes a key. Once this returns, its secret is refused.
 	DeleteKey(context.Context, *DeleteKeyRequest) (*DeleteKeyResponse, error)

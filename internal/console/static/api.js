@@ -17,6 +17,28 @@ export class ApiError extends Error {
   get notFound() { return this.status === 404; }
   get aborted() { return this.code === 10; } // ABORTED: the etag no longer matches
   get alreadyExists() { return this.code === 6; }
+
+  /**
+   * The fields an INVALID_ARGUMENT names, from its google.rpc.BadRequest
+   * detail: [{field, description}], field as the proto names it
+   * ("allowed_cidrs", "rate_limit.burst"). Falls back to the message's
+   * "invalid <field>: <reason>" form.
+   */
+  get fieldViolations() {
+    if (this.code !== 3) return [];
+    const out = [];
+    for (const d of Array.isArray(this.details) ? this.details : []) {
+      if (!d || !String(d['@type'] || '').endsWith('google.rpc.BadRequest')) continue;
+      for (const v of d.fieldViolations ?? []) {
+        if (v && typeof v.field === 'string' && v.field) out.push({ field: v.field, description: String(v.description || '') });
+      }
+    }
+    if (!out.length) {
+      const m = /^invalid ([a-z_][a-z0-9_.[\]]*): (.+)$/s.exec(this.message);
+      if (m) out.push({ field: m[1], description: m[2] });
+    }
+    return out;
+  }
 }
 
 const keyPath = (id) => `/v1/keys/${encodeURIComponent(id)}`;
@@ -84,7 +106,12 @@ export class Api {
 
   enable(id) { return this.request('POST', `${keyPath(id)}:enable`, {}); }
   disable(id) { return this.request('POST', `${keyPath(id)}:disable`, {}); }
-  /** RegenerateKey → {key, secret}. */
-  regenerate(id) { return this.request('POST', `${keyPath(id)}:regenerate`, {}); }
+  /**
+   * RegenerateKey → {key, secret}. With graceSeconds, the replaced secret
+   * keeps working that long beside the new one.
+   */
+  regenerate(id, { graceSeconds = 0 } = {}) {
+    return this.request('POST', `${keyPath(id)}:regenerate`, graceSeconds ? { gracePeriod: `${graceSeconds}s` } : {});
+  }
   remove(id) { return this.request('DELETE', keyPath(id)); }
 }

@@ -5,7 +5,8 @@
 
 import { Api, ApiError } from './api.js';
 import {
-  formatDateTime, formatRelative, looksLikeSecret, parseScopes, parseTime, plural, toLocalInput,
+  formatDateTime, formatQuota, formatRate, formatRelative, int64, looksLikeSecret, parseCount, parseDuration, parseList,
+  parseScopes, parseTime, periodWord, plural, refillWords, toLocalInput,
 } from './format.js';
 import {
   confirmAction, copyText, openDialog, setBusy, setReturnFocus, setupDialogs, showFormError,
@@ -43,6 +44,7 @@ const ui = {
   toast: $('toast'),
   cardTemplate: $('card-template'),
   metaRowTemplate: $('meta-row-template'),
+  graceTemplate: $('grace-template'),
   // generate / edit
   keyDialog: $('key-dialog'),
   keyForm: $('key-form'),
@@ -51,11 +53,21 @@ const ui = {
   fDescription: $('f-description'),
   fEnvironment: $('f-environment'),
   fEnvironmentOther: $('f-environment-other'),
-  fExpiry: $('f-expiry'),
-  fExpireAt: $('f-expire-at'),
   fScopes: $('f-scopes'),
   fMetadata: $('f-metadata'),
   fMetadataAdd: $('f-metadata-add'),
+  fPolicies: $('f-policies'),
+  fPoliciesSummary: $('f-policies-summary'),
+  fExpireAt: $('f-expire-at'),
+  fExpiryQuick: $('f-expiry-quick'),
+  fExpireNote: $('f-expire-note'),
+  fCidrs: $('f-cidrs'),
+  fRateLimit: $('f-rate-limit'),
+  fRatePeriod: $('f-rate-period'),
+  fRateBurst: $('f-rate-burst'),
+  fQuotaLimit: $('f-quota-limit'),
+  fQuotaRefill: $('f-quota-refill'),
+  fQuotaHelp: $('f-quota-help'),
   keyFormError: $('key-form-error'),
   keyFormSubmit: $('key-form-submit'),
   // secret
@@ -65,6 +77,7 @@ const ui = {
   secretValue: $('secret-value'),
   secretCopy: $('secret-copy'),
   secretCopied: $('secret-copied'),
+  secretGrace: $('secret-grace'),
 };
 
 const state = {
@@ -79,7 +92,7 @@ const state = {
   abort: null,
   cards: new Map(), // keyId → {key, li}
   secrets: new Map(), // keyId → secret shown in this page; memory only
-  form: null, // {mode: 'create'|'edit', key, requestId, opener}
+  form: null, // {mode: 'create'|'edit', keyId, requestId, opener, expireInitial}
 };
 
 // ---------- errors and messages ----------
@@ -393,7 +406,11 @@ function fillCard(li, key) {
   sw.setAttribute('aria-label', 'Active');
   sw.title = active ? 'Active: switch off to block this key at once' : 'Inactive: switch on to let this key validate again';
   const expired = Boolean(parseTime(key.expireTime)) && parseTime(key.expireTime).getTime() <= Date.now();
-  q('.state-label').textContent = !active ? 'Inactive · refused' : expired ? 'Active · expired, refused' : 'Active';
+  const quota = quotaOf(key);
+  const usedUp = quota && quota.remaining === 0;
+  q('.state-label').textContent = !active ? 'Inactive · refused'
+    : expired ? 'Active · expired, refused'
+      : usedUp ? 'Active · quota used up, refused' : 'Active';
 
   const scopeItems = scopes.map((s) => {
     const item = document.createElement('li');
@@ -407,6 +424,23 @@ function fillCard(li, key) {
     scopeItems.push(none);
   }
   q('.scopes').replaceChildren(...scopeItems);
+
+  const policies = policyItems(key);
+  q('.policies').replaceChildren(...policies);
+  q('.card-policies').hidden = !policies.length;
+
+  const prev = q('.card-previous');
+  const prevUntil = parseTime(key.previousKeyExpireTime);
+  if (key.previousMaskedKey && prevUntil && prevUntil.getTime() > Date.now()) {
+    const code = document.createElement('code');
+    code.textContent = key.previousMaskedKey;
+    prev.replaceChildren('Previous key ', code, ' works until ', timeElement(prevUntil, formatDateTime(prevUntil)),
+      ` (${formatRelative(prevUntil)})`);
+    prev.hidden = false;
+  } else {
+    prev.replaceChildren();
+    prev.hidden = true;
+  }
 
   const created = parseTime(key.createTime);
   q('.created').replaceChildren(created ? timeElement(created, formatDateTime(created)) : '—');
@@ -424,6 +458,61 @@ function fillCard(li, key) {
     if (expires.getTime() - Date.now() < 7 * DAY_MS) exp.classList.add('soon');
     exp.replaceChildren(timeElement(expires, formatDateTime(expires)));
   }
+}
+
+/** A key's rate limit as numbers, or null: {limit, period (seconds), burst}. */
+function rateOf(key) {
+  const r = key.rateLimit;
+  const limit = int64(r?.limit);
+  if (limit <= 0) return null;
+  const period = parseDuration(r.period) || 1;
+  return { limit, period, burst: int64(r.burst) || limit };
+}
+
+/** A key's quota as numbers, or null: {limit, refill, remaining, refillTime}. */
+function quotaOf(key) {
+  const qu = key.quota;
+  const limit = int64(qu?.limit);
+  if (limit <= 0) return null;
+  return {
+    limit,
+    refill: qu.refill in refillWords ? qu.refill : 'REFILL_UNSPECIFIED',
+    remaining: Math.max(0, int64(qu.remaining)),
+    refillTime: parseTime(qu.refillTime),
+  };
+}
+
+function chip(text, title, cls = '') {
+  const li = document.createElement('li');
+  li.textContent = text;
+  li.title = title;
+  if (cls) li.className = cls;
+  return li;
+}
+
+/** The card's compact policy chips: rate limit, quota, IP allow-list. */
+function policyItems(key) {
+  const items = [];
+  const rate = rateOf(key);
+  if (rate) {
+    items.push(chip(formatRate(rate.limit, rate.period, rate.burst),
+      `Rate limit: ${plural(rate.limit, 'request', 'requests')} per ${periodWord(rate.period)}, `
+        + `up to ${rate.burst.toLocaleString()} at once`, 'rate'));
+  }
+  const quota = quotaOf(key);
+  if (quota) {
+    let title = `Quota: ${quota.remaining.toLocaleString()} of ${plural(quota.limit, 'use', 'uses')} left`;
+    title += quota.refill === 'REFILL_UNSPECIFIED' ? ' in total'
+      : `; starts afresh ${quota.refillTime ? formatDateTime(quota.refillTime) : refillWords[quota.refill]}`;
+    items.push(chip(formatQuota(quota.limit, quota.refill, quota.remaining), title,
+      quota.remaining === 0 ? 'quota exhausted' : 'quota'));
+  }
+  const cidrs = key.allowedCidrs ?? [];
+  if (cidrs.length) {
+    items.push(chip(cidrs.length === 1 ? `IP: ${cidrs[0]}` : `IP: ${cidrs.length} ranges`,
+      `Accepted only from ${cidrs.join(', ')}`, 'ip'));
+  }
+  return items;
 }
 
 ui.list.addEventListener('click', (e) => {
@@ -500,21 +589,23 @@ async function regenerate(entry, button) {
   const { key } = entry;
   const name = nameOf(key);
   const self = key.keyId === state.selfKeyId;
+  const grace = ui.graceTemplate.content.firstElementChild.cloneNode(true);
   const res = await confirmAction({
     title: `Regenerate “${name}”?`,
     paragraphs: [
-      'A new key replaces the current one, which stops working immediately. Every application using the '
-        + 'old key must be updated with the new one.',
+      'A new key replaces the current one. Every application using the old key must be updated with the new one.',
       'The new key is shown once, right after this.',
       self && 'This is the admin key you are signed in with: this tab will switch to the new key.',
     ],
+    content: grace,
     confirmLabel: 'Regenerate',
     busyLabel: 'Regenerating…',
     opener: button,
     run: async () => {
+      const graceSeconds = Number(grace.querySelector('input[name="grace"]:checked')?.value || 0);
       let out;
       try {
-        out = await state.api.regenerate(key.keyId);
+        out = await state.api.regenerate(key.keyId, { graceSeconds });
       } catch (err) {
         dropIfGone(err, key.keyId);
         throw err;
@@ -584,45 +675,178 @@ ui.fEnvironment.addEventListener('change', () => {
   ui.fEnvironmentOther.hidden = ui.fEnvironment.value !== '';
   if (!ui.fEnvironmentOther.hidden) ui.fEnvironmentOther.focus();
 });
-ui.fExpiry.addEventListener('change', () => {
-  ui.fExpireAt.hidden = ui.fExpiry.value !== 'custom';
-  if (!ui.fExpireAt.hidden) {
-    if (!ui.fExpireAt.value) ui.fExpireAt.value = toLocalInput(new Date(Date.now() + 30 * DAY_MS));
-    ui.fExpireAt.focus();
-  }
+
+// ----- policies: expiry, IP allow-list, rate limit, quota -----
+
+const timeZone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+
+ui.fExpiryQuick.addEventListener('click', (e) => {
+  const days = e.target.closest('button[data-days]')?.dataset.days;
+  if (!days) return;
+  ui.fExpireAt.value = days === 'never' ? '' : toLocalInput(new Date(Date.now() + Number(days) * DAY_MS));
+  clearFieldError(ui.fExpireAt);
+  renderPolicyNotes();
 });
 
-function setKeepExpiryOption(expires) {
-  ui.fExpiry.querySelector('option[value="keep"]')?.remove();
-  if (!expires) return;
-  const keep = document.createElement('option');
-  keep.value = 'keep';
-  keep.textContent = `Unchanged: ${formatDateTime(expires)}`;
-  ui.fExpiry.prepend(keep);
+/** The expiry note under the field and the collapsed section's summary. */
+function renderPolicyNotes() {
+  let note;
+  if (ui.fExpireAt.validity.badInput) {
+    note = 'Finish the date and time, or choose Never.';
+  } else if (!ui.fExpireAt.value) {
+    note = 'Never expires.';
+  } else {
+    const d = new Date(ui.fExpireAt.value);
+    note = d.getTime() <= Date.now()
+      ? `Expired ${formatRelative(d)} (your time zone${timeZone ? `, ${timeZone}` : ''}).`
+      : `Expires ${formatRelative(d)} (your time zone${timeZone ? `, ${timeZone}` : ''}).`;
+  }
+  ui.fExpireNote.textContent = note;
+
+  const parts = [];
+  if (ui.fExpireAt.value) {
+    const d = new Date(ui.fExpireAt.value);
+    if (!Number.isNaN(d.getTime())) parts.push(d.getTime() <= Date.now() ? 'expired' : `expires ${formatRelative(d)}`);
+  }
+  const cidrs = parseList(ui.fCidrs.value);
+  if (cidrs.length) parts.push(cidrs.length === 1 ? `IP: ${cidrs[0]}` : `IP: ${cidrs.length} ranges`);
+  const limit = parseCount(ui.fRateLimit.value);
+  if (limit > 0) parts.push(formatRate(limit, Number(ui.fRatePeriod.value), parseCount(ui.fRateBurst.value) || limit));
+  const uses = parseCount(ui.fQuotaLimit.value);
+  if (uses > 0) parts.push(formatQuota(uses, ui.fQuotaRefill.value));
+  ui.fPoliciesSummary.textContent = parts.length ? parts.join(' · ') : 'none: no expiry, any address, no limits';
 }
 
+for (const el of [ui.fExpireAt, ui.fCidrs, ui.fRateLimit, ui.fRatePeriod, ui.fRateBurst, ui.fQuotaLimit, ui.fQuotaRefill]) {
+  el.addEventListener('input', renderPolicyNotes);
+  el.addEventListener('change', renderPolicyNotes);
+}
+
+/** Shows a period a key has that the list does not offer ("every 10 seconds"). */
+function setPeriodOption(secs) {
+  ui.fRatePeriod.querySelector('option[data-extra]')?.remove();
+  if ([...ui.fRatePeriod.options].some((o) => Number(o.value) === secs)) return;
+  const o = document.createElement('option');
+  o.value = String(secs);
+  o.textContent = periodWord(secs);
+  o.dataset.extra = '1';
+  ui.fRatePeriod.append(o);
+}
+
+// ----- errors next to their fields -----
+
+// Proto field names (as Keyward's INVALID_ARGUMENT names them) → the control
+// to mark and focus, and how the summary calls it.
+const fieldControls = {
+  display_name: [ui.fName, 'name'],
+  description: [ui.fDescription, 'description'],
+  environment: [ui.fEnvironment, 'environment'],
+  scopes: [ui.fScopes, 'scopes'],
+  metadata: [ui.fMetadataAdd, 'metadata'],
+  expire_time: [ui.fExpireAt, 'expiry'],
+  ttl: [ui.fExpireAt, 'expiry'],
+  allowed_cidrs: [ui.fCidrs, 'IP allow-list'],
+  rate_limit: [ui.fRateLimit, 'rate limit'],
+  'rate_limit.limit': [ui.fRateLimit, 'rate limit'],
+  'rate_limit.period': [ui.fRatePeriod, 'rate limit period'],
+  'rate_limit.burst': [ui.fRateBurst, 'rate limit burst'],
+  quota: [ui.fQuotaLimit, 'quota'],
+  'quota.limit': [ui.fQuotaLimit, 'quota'],
+  'quota.refill': [ui.fQuotaRefill, 'quota refill'],
+};
+
+/** The control and label for a field path such as "key.allowed_cidrs[2]". */
+function controlFor(field) {
+  const path = field.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`).replace(/\[[^\]]*\]/g, '').replace(/^key\./, '');
+  return fieldControls[path] || fieldControls[path.split('.')[0]] || null;
+}
+
+/** The error paragraph of a control: the "-error" id in its aria-describedby. */
+function errorElementOf(control) {
+  const id = (control.getAttribute('aria-describedby') || '').split(/\s+/).find((x) => x.endsWith('-error'));
+  return id ? document.getElementById(id) : null;
+}
+
+function setFieldError(control, message) {
+  const p = errorElementOf(control);
+  control.setAttribute('aria-invalid', 'true');
+  if (p) {
+    p.textContent = message;
+    p.hidden = false;
+  }
+  const details = control.closest('details');
+  if (details) details.open = true;
+}
+
+function clearFieldError(control) {
+  const p = errorElementOf(control);
+  if (!p || p.hidden) {
+    control.removeAttribute('aria-invalid');
+    return;
+  }
+  p.hidden = true;
+  p.textContent = '';
+  for (const el of ui.keyForm.querySelectorAll('[aria-invalid]')) {
+    if (errorElementOf(el) === p) el.removeAttribute('aria-invalid');
+  }
+}
+
+function clearFieldErrors() {
+  for (const p of ui.keyForm.querySelectorAll('.field-error')) {
+    p.hidden = true;
+    p.textContent = '';
+  }
+  for (const el of ui.keyForm.querySelectorAll('[aria-invalid]')) el.removeAttribute('aria-invalid');
+}
+
+// Typing into a field marked wrong takes its mark away.
+ui.keyForm.addEventListener('input', (e) => {
+  if (e.target.getAttribute?.('aria-invalid')) clearFieldError(e.target);
+});
+
+/**
+ * Shows a form problem: next to its field when it names one (the control
+ * is marked and focused), and in the summary above the buttons.
+ */
+function showFieldProblem(field, message, summary, focus) {
+  const found = field && controlFor(field);
+  if (found) setFieldError(found[0], message);
+  showFormError(ui.keyFormError, summary);
+  (focus || found?.[0])?.focus();
+}
+
+// ----- open, read, submit -----
+
+function resetForm() {
+  ui.keyForm.reset();
+  clearFieldErrors();
+  setPeriodOption(1);
+  ui.fEnvironmentOther.hidden = true;
+  ui.fMetadata.replaceChildren();
+  ui.fExpireAt.value = '';
+  showFormError(ui.keyFormError, '');
+}
+
+const quotaHelpText = 'Successful validations allowed; daily and monthly quotas start afresh at 00:00 UTC. Empty: unlimited.';
+
 function openGenerate(opener) {
-  state.form = { mode: 'create', requestId: crypto.randomUUID(), opener };
+  state.form = { mode: 'create', requestId: crypto.randomUUID(), opener, expireInitial: '' };
   ui.keyDialogTitle.textContent = 'Generate a key';
   ui.keyFormSubmit.textContent = 'Generate';
-  ui.keyForm.reset();
-  setKeepExpiryOption(null);
-  ui.fExpiry.value = 'never';
+  resetForm();
   ui.fEnvironment.value = 'live';
   ui.fEnvironment.disabled = false;
-  ui.fEnvironmentOther.hidden = true;
-  ui.fExpireAt.hidden = true;
-  ui.fMetadata.replaceChildren();
-  showFormError(ui.keyFormError, '');
+  ui.fPolicies.open = false; // the simple case stays simple
+  ui.fQuotaHelp.textContent = quotaHelpText;
+  renderPolicyNotes();
   openDialog(ui.keyDialog, { opener, focus: ui.fName });
 }
 
 function openEdit(entry, opener) {
   const { key } = entry;
-  state.form = { mode: 'edit', keyId: key.keyId, opener };
   ui.keyDialogTitle.textContent = `Edit “${nameOf(key)}”`;
   ui.keyFormSubmit.textContent = 'Save';
-  ui.keyForm.reset();
+  resetForm();
   ui.fName.value = key.displayName || '';
   ui.fDescription.value = key.description || '';
   const env = key.environment || 'live';
@@ -634,38 +858,48 @@ function openEdit(entry, opener) {
   }
   ui.fEnvironment.value = env;
   ui.fEnvironment.disabled = true; // part of the secret's prefix
-  ui.fEnvironmentOther.hidden = true;
-  const expires = parseTime(key.expireTime);
-  setKeepExpiryOption(expires);
-  ui.fExpiry.value = expires ? 'keep' : 'never';
-  ui.fExpireAt.hidden = true;
   ui.fScopes.value = (key.scopes ?? []).join(', ');
-  ui.fMetadata.replaceChildren();
   for (const [k, v] of Object.entries(key.metadata ?? {}).sort(([a], [b]) => a.localeCompare(b))) addMetaRow(k, v);
-  showFormError(ui.keyFormError, '');
+
+  const expires = parseTime(key.expireTime);
+  ui.fExpireAt.value = expires ? toLocalInput(expires) : '';
+  ui.fCidrs.value = (key.allowedCidrs ?? []).join('\n');
+  const rate = rateOf(key);
+  if (rate) {
+    ui.fRateLimit.value = String(rate.limit);
+    setPeriodOption(rate.period);
+    ui.fRatePeriod.value = String(rate.period);
+    ui.fRateBurst.value = rate.burst !== rate.limit ? String(rate.burst) : '';
+  }
+  const quota = quotaOf(key);
+  if (quota) {
+    ui.fQuotaLimit.value = String(quota.limit);
+    ui.fQuotaRefill.value = quota.refill;
+    ui.fQuotaHelp.textContent = `${quota.remaining.toLocaleString()} of ${plural(quota.limit, 'use', 'uses')} left`
+      + `${quota.refillTime ? `, until it starts afresh ${formatDateTime(quota.refillTime)}` : ''}. `
+      + 'Changing the quota starts its count afresh. Empty: unlimited.';
+  } else {
+    ui.fQuotaHelp.textContent = quotaHelpText;
+  }
+  state.form = { mode: 'edit', keyId: key.keyId, opener, expireInitial: ui.fExpireAt.value };
+  ui.fPolicies.open = true;
+  renderPolicyNotes();
   openDialog(ui.keyDialog, { opener, focus: ui.fName });
 }
 
-/** Reads the form; returns {fields} or {error}. */
-function readForm() {
-  const displayName = ui.fName.value.trim();
-  if (!displayName) return { error: 'Give the key a name.', focus: ui.fName };
-  const environment = ui.fEnvironment.value || ui.fEnvironmentOther.value.trim();
-  if (!environment) return { error: 'Name the environment, or pick live or test.', focus: ui.fEnvironmentOther };
+const RATE_MAX = 1_000_000;
+const QUOTA_MAX = 1_000_000_000_000;
 
-  let expireTime; // undefined: unchanged; null: never
-  switch (ui.fExpiry.value) {
-    case 'keep': expireTime = undefined; break;
-    case 'never': expireTime = null; break;
-    case 'custom': {
-      const d = ui.fExpireAt.value ? new Date(ui.fExpireAt.value) : null;
-      if (!d || Number.isNaN(d.getTime())) return { error: 'Pick the date and time the key expires.', focus: ui.fExpireAt };
-      if (d.getTime() <= Date.now()) return { error: 'Pick an expiry in the future. To stop a key now, switch it off.', focus: ui.fExpireAt };
-      expireTime = d;
-      break;
-    }
-    default: expireTime = new Date(Date.now() + Number(ui.fExpiry.value) * DAY_MS);
-  }
+/**
+ * Reads the form; returns {fields} or {error, field (proto name), focus}.
+ * fields.expireTime is undefined when unchanged, null for never; rateLimit
+ * and quota are null for none.
+ */
+function readForm(form) {
+  const displayName = ui.fName.value.trim();
+  if (!displayName) return { error: 'Give the key a name.', field: 'display_name' };
+  const environment = ui.fEnvironment.value || ui.fEnvironmentOther.value.trim();
+  if (!environment) return { error: 'Name the environment, or pick live or test.', field: 'environment', focus: ui.fEnvironmentOther };
 
   const metadata = {};
   for (const row of ui.fMetadata.querySelectorAll('.meta-row')) {
@@ -673,10 +907,52 @@ function readForm() {
     const v = row.querySelector('.meta-value').value;
     const name = k.value.trim();
     if (!name && !v) continue;
-    if (!name) return { error: 'Give every label a name, or remove the row.', focus: k };
-    if (Object.hasOwn(metadata, name)) return { error: `The label “${name}” appears twice.`, focus: k };
+    if (!name) return { error: 'Give every label a name, or remove the row.', field: 'metadata', focus: k };
+    if (Object.hasOwn(metadata, name)) return { error: `The label “${name}” appears twice.`, field: 'metadata', focus: k };
     metadata[name] = v;
   }
+
+  let expireTime; // undefined: unchanged
+  if (ui.fExpireAt.validity.badInput) {
+    return { error: 'Finish the expiry date and time, or choose Never.', field: 'expire_time' };
+  }
+  if (ui.fExpireAt.value !== form.expireInitial) {
+    if (!ui.fExpireAt.value) {
+      expireTime = null;
+    } else {
+      const d = new Date(ui.fExpireAt.value);
+      if (Number.isNaN(d.getTime())) return { error: 'Pick the date and time the key expires.', field: 'expire_time' };
+      if (d.getTime() <= Date.now()) {
+        return { error: 'Pick an expiry in the future. To stop a key now, switch it off.', field: 'expire_time' };
+      }
+      expireTime = d;
+    }
+  }
+
+  let rateLimit = null;
+  const limit = parseCount(ui.fRateLimit.value);
+  const burst = parseCount(ui.fRateBurst.value);
+  if (limit === null) {
+    if (burst !== null) return { error: 'Set the number of requests too, or clear the burst.', field: 'rate_limit' };
+  } else {
+    if (!(limit >= 1 && limit <= RATE_MAX)) {
+      return { error: 'Requests: a whole number from 1 to 1,000,000, or empty for no limit.', field: 'rate_limit' };
+    }
+    if (burst !== null && !(burst >= 1 && burst <= RATE_MAX)) {
+      return { error: 'Burst: a whole number from 1 to 1,000,000, or empty for the same as requests.', field: 'rate_limit.burst' };
+    }
+    rateLimit = { limit, period: Number(ui.fRatePeriod.value), burst: burst ?? limit };
+  }
+
+  let quota = null;
+  const uses = parseCount(ui.fQuotaLimit.value);
+  if (uses !== null) {
+    if (!(uses >= 1 && uses <= QUOTA_MAX)) {
+      return { error: 'Uses: a whole number from 1 to 1,000,000,000,000, or empty for unlimited.', field: 'quota' };
+    }
+    quota = { limit: uses, refill: ui.fQuotaRefill.value };
+  }
+
   return {
     fields: {
       displayName,
@@ -685,6 +961,10 @@ function readForm() {
       scopes: parseScopes(ui.fScopes.value),
       metadata,
       expireTime,
+      allowedCidrs: parseList(ui.fCidrs.value), // checked by Keyward, which names a bad one
+      rateLimit,
+      quota,
+      burstSet: burst !== null,
     },
   };
 }
@@ -694,18 +974,30 @@ const sameMap = (a, b) => {
   const ka = Object.keys(a);
   return ka.length === Object.keys(b).length && ka.every((k) => Object.hasOwn(b, k) && a[k] === b[k]);
 };
+const sameRate = (a, b) => (a === null || b === null ? a === b
+  : a.limit === b.limit && a.period === b.period && a.burst === b.burst);
+const sameQuota = (a, b) => (a === null || b === null ? a === b : a.limit === b.limit && a.refill === b.refill);
+
+/** The REST JSON of a rate limit; burst left out means "same as limit". */
+function rateJSON(r, burstSet) {
+  const out = { limit: String(r.limit), period: `${r.period}s` };
+  if (burstSet) out.burst = String(r.burst);
+  return out;
+}
+
+const quotaJSON = (qu) => ({ limit: String(qu.limit), refill: qu.refill });
 
 ui.keyForm.addEventListener('submit', async (e) => {
   e.preventDefault();
   const form = state.form;
   if (!form || !state.api || ui.keyDialog.dataset.busy) return;
-  const read = readForm();
+  clearFieldErrors();
+  showFormError(ui.keyFormError, '');
+  const read = readForm(form);
   if (read.error) {
-    showFormError(ui.keyFormError, read.error);
-    read.focus?.focus();
+    showFieldProblem(read.field, read.error, read.error, read.focus);
     return;
   }
-  showFormError(ui.keyFormError, '');
   const f = read.fields;
   setBusy(ui.keyDialog, true, ui.keyFormSubmit, form.mode === 'create' ? 'Generating…' : 'Saving…');
   try {
@@ -728,7 +1020,19 @@ ui.keyForm.addEventListener('submit', async (e) => {
     if (err instanceof ApiError && err.notFound && form.mode === 'edit') {
       setReturnFocus(ui.keyDialog, removeCard(form.keyId));
     }
-    showFormError(ui.keyFormError, message + extra);
+    // Keyward names the field it refused: mark it, keep everything typed.
+    const violations = err instanceof ApiError ? err.fieldViolations : [];
+    let focus = null;
+    for (const v of violations) {
+      const found = controlFor(v.field);
+      if (!found) continue;
+      setFieldError(found[0], capitalized(v.description || message));
+      focus ??= found[0];
+    }
+    const first = violations.find((v) => controlFor(v.field) && v.description);
+    const summary = first ? `Keyward did not accept the ${controlFor(first.field)[1]}: ${first.description}` : message;
+    showFormError(ui.keyFormError, summary + extra);
+    focus?.focus();
   }
 });
 
@@ -741,6 +1045,9 @@ async function create(form, f) {
     metadata: f.metadata,
   };
   if (f.expireTime) body.expireTime = f.expireTime.toISOString();
+  if (f.allowedCidrs.length) body.allowedCidrs = f.allowedCidrs;
+  if (f.rateLimit) body.rateLimit = rateJSON(f.rateLimit, f.burstSet);
+  if (f.quota) body.quota = quotaJSON(f.quota);
   const res = await state.api.create(body, form.requestId);
   state.secrets.set(res.key.keyId, res.secret);
   const li = addCard(res.key, 'start');
@@ -751,6 +1058,7 @@ async function create(form, f) {
   showSecret(res.key, res.secret, form.opener, 'created');
 }
 
+/** Sends only what changed, naming it in update_mask. */
 async function save(form, f) {
   const entry = state.cards.get(form.keyId);
   const key = entry?.key ?? {};
@@ -762,11 +1070,22 @@ async function save(form, f) {
   if (!sameMap(f.metadata, key.metadata ?? {})) { body.metadata = f.metadata; mask.push('metadata'); }
   if (f.expireTime !== undefined) {
     const before = parseTime(key.expireTime);
-    const after = f.expireTime;
-    if ((before?.getTime() ?? null) !== (after?.getTime() ?? null)) {
-      if (after) body.expireTime = after.toISOString();
-      mask.push('expire_time'); // absent from the body: clears the expiry
+    if ((before?.getTime() ?? null) !== (f.expireTime?.getTime() ?? null)) {
+      if (f.expireTime) body.expireTime = f.expireTime.toISOString();
+      mask.push('expire_time'); // named without a value: clears the expiry
     }
+  }
+  if (!sameList(f.allowedCidrs, key.allowedCidrs ?? [])) {
+    body.allowedCidrs = f.allowedCidrs; // empty: anywhere again
+    mask.push('allowed_cidrs');
+  }
+  if (!sameRate(f.rateLimit, rateOf(key))) {
+    if (f.rateLimit) body.rateLimit = rateJSON(f.rateLimit, f.burstSet);
+    mask.push('rate_limit');
+  }
+  if (!sameQuota(f.quota, quotaOf(key))) {
+    if (f.quota) body.quota = quotaJSON(f.quota);
+    mask.push('quota');
   }
   if (!mask.length) {
     setBusy(ui.keyDialog, false, ui.keyFormSubmit);
@@ -788,6 +1107,17 @@ function showSecret(key, secret, opener, how) {
   ui.secretName.textContent = `“${nameOf(key)}”`;
   ui.secretValue.value = secret;
   ui.secretCopied.textContent = '';
+  const until = parseTime(key.previousKeyExpireTime);
+  if (how === 'regenerated' && key.previousMaskedKey && until && until.getTime() > Date.now()) {
+    const code = document.createElement('code');
+    code.textContent = key.previousMaskedKey;
+    ui.secretGrace.replaceChildren('The previous key ', code, ' keeps working until ',
+      timeElement(until, formatDateTime(until)), ` (${formatRelative(until)}): move your applications to the new key before then.`);
+    ui.secretGrace.hidden = false;
+  } else {
+    ui.secretGrace.replaceChildren();
+    ui.secretGrace.hidden = true;
+  }
   openDialog(ui.secretDialog, { opener, focus: ui.secretCopy });
 }
 

@@ -78,8 +78,10 @@ export function showFormError(p, message) {
  * Asks for confirmation, then runs `run` with the dialog still open. A
  * failed call is shown in the dialog, which stays open for a retry or
  * Cancel. Resolves with what run returned, or undefined when cancelled.
+ * `content`, an optional element, goes below the paragraphs (choices that
+ * run reads, such as a grace period).
  */
-export function confirmAction({ title, paragraphs, confirmLabel, busyLabel, opener, run }) {
+export function confirmAction({ title, paragraphs, content, confirmLabel, busyLabel, opener, run }) {
   const d = document.getElementById('confirm-dialog');
   const form = document.getElementById('confirm-form');
   const ok = document.getElementById('confirm-ok');
@@ -90,6 +92,7 @@ export function confirmAction({ title, paragraphs, confirmLabel, busyLabel, open
     p.textContent = text;
     return p;
   }));
+  document.getElementById('confirm-extra').replaceChildren(...(content ? [content] : []));
   ok.textContent = confirmLabel;
   showFormError(error, '');
   return new Promise((resolve) => {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/keyward/keyward/internal/keys"
 	"github.com/keyward/keyward/internal/store"
@@ -21,8 +22,18 @@ type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
+// columns are the columns of api_keys a key is written to and read from, in
+// scan's order.
 const columns = `id, name, description, environment, state, hash, start, last4,
-	scopes, metadata, create_time, update_time, expire_time, last_used_time, version`
+	scopes, metadata, create_time, update_time, expire_time, last_used_time, version,
+	policy, prev_hash, prev_start, prev_last4, prev_expire_time`
+
+// selectKeys reads keys (as k) with their quota usage, in scan's order.
+const selectKeys = `SELECT k.id, k.name, k.description, k.environment, k.state, k.hash, k.start, k.last4,
+	k.scopes, k.metadata, k.create_time, k.update_time, k.expire_time, k.last_used_time, k.version,
+	k.policy, k.prev_hash, k.prev_start, k.prev_last4, k.prev_expire_time,
+	coalesce(u.period, ''), coalesce(u.used, 0)
+	FROM api_keys k LEFT JOIN api_key_quota u ON u.key_id = k.id`
 
 // Create inserts k; see store.Store.
 func (s *Store) Create(ctx context.Context, k *keys.Key, requestID string) (*keys.Key, error) {
@@ -33,9 +44,14 @@ func (s *Store) Create(ctx context.Context, k *keys.Key, requestID string) (*key
 	store.Normalize(c)
 	now := store.Micro(s.now())
 	c.CreateTime, c.UpdateTime, c.Version = now, now, 1
+	c.QuotaUsage = keys.QuotaUsage{} // a new key has used nothing
 	metadata, err := json.Marshal(c.Metadata)
 	if err != nil {
 		return nil, fmt.Errorf("create key %s: encode metadata: %w", k.ID, err)
+	}
+	policy, err := store.EncodePolicy(c)
+	if err != nil {
+		return nil, fmt.Errorf("create key %s: %w", k.ID, err)
 	}
 	var rid *string // NULL: request ids only collide when given
 	if requestID != "" {
@@ -49,11 +65,13 @@ func (s *Store) Create(ctx context.Context, k *keys.Key, requestID string) (*key
 	for range 3 {
 		var id string
 		err := s.pool.QueryRow(ctx, `INSERT INTO api_keys (`+columns+`, name_fold, request_id)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+				$16, $17, $18, $19, $20, $21, $22)
 			ON CONFLICT (request_id) DO NOTHING
 			RETURNING id`,
 			c.ID, c.Name, c.Description, c.Environment, int32(c.State), c.Hash, c.Start, c.Last4,
 			c.Scopes, string(metadata), c.CreateTime, c.UpdateTime, nullTime(c.ExpireTime), nullTime(c.LastUsed), c.Version,
+			policy, c.PrevHash, c.PrevStart, c.PrevLast4, nullTime(c.PrevExpire),
 			fold(c.Name), rid).Scan(&id)
 		if err == nil {
 			return c, nil
@@ -74,27 +92,30 @@ func (s *Store) Create(ctx context.Context, k *keys.Key, requestID string) (*key
 
 // Get returns the key with this id.
 func (s *Store) Get(ctx context.Context, id string) (*keys.Key, error) {
-	k, err := getOne(ctx, s.pool, "id = $1", id)
+	k, err := getOne(ctx, s.pool, "WHERE k.id = $1", id)
 	if err != nil {
 		return nil, fmt.Errorf("get key %s: %w", id, err)
 	}
 	return k, nil
 }
 
-// GetByHash returns the key whose secret hashes to hash.
+// GetByHash returns the key whose current or previous secret hashes to
+// hash; see store.Store.
 func (s *Store) GetByHash(ctx context.Context, hash []byte) (*keys.Key, error) {
-	k, err := getOne(ctx, s.pool, "hash = $1", hash)
+	// Two indexed equalities: the planner combines the two indexes (a
+	// BitmapOr). The order prefers a current hash, should another key hold
+	// the same value as its previous one.
+	k, err := getOne(ctx, s.pool, "WHERE k.hash = $1 OR k.prev_hash = $1 ORDER BY k.hash = $1 DESC LIMIT 1", hash)
 	if err != nil {
 		return nil, fmt.Errorf("get key by hash: %w", err) // never the hash itself
 	}
 	return k, nil
 }
 
-// getOne reads the key matching where (with its one argument); suffix
-// follows it, e.g. FOR UPDATE.
-func getOne(ctx context.Context, q querier, where string, arg any, suffix ...string) (*keys.Key, error) {
-	query := "SELECT " + columns + " FROM api_keys WHERE " + where + " " + strings.Join(suffix, " ")
-	k, err := scan(q.QueryRow(ctx, query, arg))
+// getOne reads the first key that selectKeys followed by tail (a WHERE
+// clause with its one argument, and e.g. FOR UPDATE OF k) yields.
+func getOne(ctx context.Context, q querier, tail string, arg any) (*keys.Key, error) {
+	k, err := scan(q.QueryRow(ctx, selectKeys+" "+tail, arg))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, keys.ErrNotFound
 	}
@@ -119,29 +140,30 @@ func (s *Store) List(ctx context.Context, q store.ListQuery) ([]*keys.Key, error
 	var or []string
 	if q.NameContains != "" {
 		// strpos matches literally, so no wildcard in the input needs escaping.
-		or = append(or, "strpos(name_fold, "+param(fold(q.NameContains))+") > 0")
+		or = append(or, "strpos(k.name_fold, "+param(fold(q.NameContains))+") > 0")
 	}
 	if len(q.Hash) > 0 {
-		or = append(or, "hash = "+param(q.Hash))
+		h := param(q.Hash)
+		or = append(or, "k.hash = "+h, "k.prev_hash = "+h)
 	}
 	if q.StartPrefix != "" {
 		// start is COLLATE "C", so LIKE 'abc%' can use its btree index.
 		or = append(or,
-			"start LIKE "+param(escapeLike(q.StartPrefix)+"%")+` ESCAPE '\'`,
-			"(start <> '' AND left("+param(q.StartPrefix)+", length(start)) = start)")
+			"k.start LIKE "+param(escapeLike(q.StartPrefix)+"%")+` ESCAPE '\'`,
+			"(k.start <> '' AND left("+param(q.StartPrefix)+", length(k.start)) = k.start)")
 	}
 	var and []string
 	if len(or) > 0 {
 		and = append(and, "("+strings.Join(or, " OR ")+")")
 	}
 	if q.AfterID != "" {
-		and = append(and, "id > "+param(q.AfterID))
+		and = append(and, "k.id > "+param(q.AfterID))
 	}
-	query := "SELECT " + columns + " FROM api_keys"
+	query := selectKeys
 	if len(and) > 0 {
 		query += " WHERE " + strings.Join(and, " AND ")
 	}
-	query += " ORDER BY id LIMIT " + param(q.Limit)
+	query += " ORDER BY k.id LIMIT " + param(q.Limit)
 
 	rows, err := s.pool.Query(ctx, query, args...)
 	if err != nil {
@@ -166,7 +188,9 @@ func (s *Store) List(ctx context.Context, q store.ListQuery) ([]*keys.Key, error
 func (s *Store) Update(ctx context.Context, id string, fn func(*keys.Key) error) (before, after *keys.Key, err error) {
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		if before, err = getOne(ctx, tx, "id = $1", id, "FOR UPDATE"); err != nil {
+		// OF k: the usage row, on the nullable side of the join, cannot
+		// be locked; ConsumeQuota's upsert locks it itself.
+		if before, err = getOne(ctx, tx, "WHERE k.id = $1 FOR UPDATE OF k", id); err != nil {
 			return err
 		}
 		after = before.Clone()
@@ -178,20 +202,36 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*keys.Key) error)
 		after.ID, after.CreateTime = before.ID, before.CreateTime
 		after.Version = before.Version + 1
 		after.UpdateTime = store.Micro(s.now())
+		after.QuotaUsage = before.QuotaUsage
 		metadata, err := json.Marshal(after.Metadata)
 		if err != nil {
 			return fmt.Errorf("encode metadata: %w", err)
 		}
+		policy, err := store.EncodePolicy(after)
+		if err != nil {
+			return err
+		}
 		_, err = tx.Exec(ctx, `UPDATE api_keys SET
 			name = $1, name_fold = $2, description = $3, environment = $4, state = $5,
 			hash = $6, start = $7, last4 = $8, scopes = $9, metadata = $10,
-			expire_time = $11, last_used_time = $12, version = $13, update_time = $14
-			WHERE id = $15`,
+			expire_time = $11, last_used_time = $12, version = $13, update_time = $14,
+			policy = $15, prev_hash = $16, prev_start = $17, prev_last4 = $18, prev_expire_time = $19
+			WHERE id = $20`,
 			after.Name, fold(after.Name), after.Description, after.Environment, int32(after.State),
 			after.Hash, after.Start, after.Last4, after.Scopes, string(metadata),
 			nullTime(after.ExpireTime), nullTime(after.LastUsed), after.Version, after.UpdateTime,
+			policy, after.PrevHash, after.PrevStart, after.PrevLast4, nullTime(after.PrevExpire),
 			id)
-		return translate(ctx, err)
+		if err != nil {
+			return translate(ctx, err)
+		}
+		if after.Quota != before.Quota { // a new quota starts its count afresh
+			after.QuotaUsage = keys.QuotaUsage{}
+			if _, err := tx.Exec(ctx, "DELETE FROM api_key_quota WHERE key_id = $1", id); err != nil {
+				return translate(ctx, err)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("update key %s: %w", id, err)
@@ -204,7 +244,7 @@ func (s *Store) Delete(ctx context.Context, id string, fn func(*keys.Key) error)
 	var k *keys.Key
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		if k, err = getOne(ctx, tx, "id = $1", id, "FOR UPDATE"); err != nil {
+		if k, err = getOne(ctx, tx, "WHERE k.id = $1 FOR UPDATE OF k", id); err != nil {
 			return err
 		}
 		if fn != nil {
@@ -212,6 +252,7 @@ func (s *Store) Delete(ctx context.Context, id string, fn func(*keys.Key) error)
 				return err
 			}
 		}
+		// The usage row goes with it (ON DELETE CASCADE).
 		_, err = tx.Exec(ctx, "DELETE FROM api_keys WHERE id = $1", id)
 		return translate(ctx, err)
 	})
@@ -221,19 +262,61 @@ func (s *Store) Delete(ctx context.Context, id string, fn func(*keys.Key) error)
 	return k, nil
 }
 
+// ConsumeQuota counts one use of a key's quota; see store.Store.
+//
+// One statement: a first use inserts the count; otherwise the conflict
+// locks the count's row, and the update is applied only if the period moved
+// on (a fresh count) or the count is below the limit. Concurrent calls queue
+// on that row lock and each re-checks the count it finds, so none overshoot.
+// The foreign key turns a use of a deleted key into an error rather than an
+// orphan count.
+func (s *Store) ConsumeQuota(ctx context.Context, id string, q keys.Quota, now time.Time) (int64, error) {
+	if err := store.CheckQuota(q); err != nil {
+		return 0, fmt.Errorf("consume quota of key %s: %w", id, err)
+	}
+	period, _ := q.Period(now)
+	var used int64
+	err := s.pool.QueryRow(ctx, `INSERT INTO api_key_quota (key_id, period, used) VALUES ($1, $2, 1)
+		ON CONFLICT (key_id) DO UPDATE SET
+			period = excluded.period,
+			used = CASE WHEN api_key_quota.period = excluded.period THEN api_key_quota.used + 1 ELSE 1 END
+		WHERE api_key_quota.period <> excluded.period OR api_key_quota.used < $3
+		RETURNING used`,
+		id, period, q.Limit).Scan(&used)
+	var pe *pgconn.PgError
+	switch {
+	case errors.Is(err, pgx.ErrNoRows): // the WHERE refused the update
+		return 0, fmt.Errorf("consume quota of key %s: %w", id, keys.ErrQuotaExceeded)
+	case errors.As(err, &pe) && pe.Code == "23503": // foreign_key_violation
+		return 0, fmt.Errorf("consume quota of key %s: %w", id, keys.ErrNotFound)
+	case err != nil:
+		return 0, fmt.Errorf("consume quota of key %s: %w", id, translate(ctx, err))
+	}
+	return q.Limit - used, nil
+}
+
 // scan reads columns into a key.
 func scan(row pgx.Row) (*keys.Key, error) {
 	var k keys.Key
 	var state int32
 	var metadata []byte
-	var expire, lastUsed *time.Time
+	var policy []byte
+	var expire, lastUsed, prevExpire *time.Time
 	if err := row.Scan(&k.ID, &k.Name, &k.Description, &k.Environment, &state, &k.Hash, &k.Start, &k.Last4,
-		&k.Scopes, &metadata, &k.CreateTime, &k.UpdateTime, &expire, &lastUsed, &k.Version); err != nil {
+		&k.Scopes, &metadata, &k.CreateTime, &k.UpdateTime, &expire, &lastUsed, &k.Version,
+		&policy, &k.PrevHash, &k.PrevStart, &k.PrevLast4, &prevExpire,
+		&k.QuotaUsage.Period, &k.QuotaUsage.Used); err != nil {
 		return nil, err
 	}
 	k.State = keys.State(state)
 	if err := json.Unmarshal(metadata, &k.Metadata); err != nil {
 		return nil, fmt.Errorf("key %s: decode metadata: %w", k.ID, err)
+	}
+	if err := store.DecodePolicy(policy, &k); err != nil {
+		return nil, fmt.Errorf("key %s: %w", k.ID, err)
+	}
+	if prevExpire != nil {
+		k.PrevExpire = *prevExpire
 	}
 	if expire != nil {
 		k.ExpireTime = *expire

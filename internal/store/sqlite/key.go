@@ -9,6 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
 	"github.com/keyward/keyward/internal/keys"
 	"github.com/keyward/keyward/internal/store"
 )
@@ -19,8 +22,18 @@ type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
+// columns are the columns of api_keys a key is written to and read from, in
+// the order of row.args and scan.
 const columns = `id, name, description, environment, state, hash, start, last4,
-	scopes, metadata, create_time, update_time, expire_time, last_used_time, version`
+	scopes, metadata, create_time, update_time, expire_time, last_used_time, version,
+	policy, prev_hash, prev_start, prev_last4, prev_expire_time`
+
+// selectKeys reads keys (as k) with their quota usage, in scan's order.
+const selectKeys = `SELECT k.id, k.name, k.description, k.environment, k.state, k.hash, k.start, k.last4,
+	k.scopes, k.metadata, k.create_time, k.update_time, k.expire_time, k.last_used_time, k.version,
+	k.policy, k.prev_hash, k.prev_start, k.prev_last4, k.prev_expire_time,
+	coalesce(u.period, ''), coalesce(u.used, 0)
+	FROM api_keys k LEFT JOIN api_key_quota u ON u.key_id = k.id`
 
 // Create inserts k; see store.Store.
 func (s *Store) Create(ctx context.Context, k *keys.Key, requestID string) (*keys.Key, error) {
@@ -31,6 +44,7 @@ func (s *Store) Create(ctx context.Context, k *keys.Key, requestID string) (*key
 	store.Normalize(c)
 	now := store.Micro(s.now())
 	c.CreateTime, c.UpdateTime, c.Version = now, now, 1
+	c.QuotaUsage = keys.QuotaUsage{} // a new key has used nothing
 	r, err := encode(c)
 	if err != nil {
 		return nil, fmt.Errorf("create key %s: %w", k.ID, err)
@@ -54,7 +68,7 @@ func (s *Store) Create(ctx context.Context, k *keys.Key, requestID string) (*key
 			}
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO api_keys (`+columns+`, name_fold, request_id)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			append(r.args(), fold(c.Name), rid)...)
 		return translate(err)
 	})
@@ -66,24 +80,30 @@ func (s *Store) Create(ctx context.Context, k *keys.Key, requestID string) (*key
 
 // Get returns the key with this id.
 func (s *Store) Get(ctx context.Context, id string) (*keys.Key, error) {
-	k, err := getOne(ctx, s.db, "id = ?", id)
+	k, err := getOne(ctx, s.db, "WHERE k.id = ?", id)
 	if err != nil {
 		return nil, fmt.Errorf("get key %s: %w", id, err)
 	}
 	return k, nil
 }
 
-// GetByHash returns the key whose secret hashes to hash.
+// GetByHash returns the key whose current or previous secret hashes to
+// hash; see store.Store.
 func (s *Store) GetByHash(ctx context.Context, hash []byte) (*keys.Key, error) {
-	k, err := getOne(ctx, s.db, "hash = ?", hash)
+	// Two indexed equalities, which SQLite looks up one index each (a
+	// MULTI-INDEX OR). The order prefers a current hash, should another key
+	// hold the same value as its previous one.
+	k, err := getOne(ctx, s.db, "WHERE k.hash = ?1 OR k.prev_hash = ?1 ORDER BY k.hash = ?1 DESC LIMIT 1", hash)
 	if err != nil {
 		return nil, fmt.Errorf("get key by hash: %w", err) // never the hash itself
 	}
 	return k, nil
 }
 
-func getOne(ctx context.Context, q querier, where string, arg any) (*keys.Key, error) {
-	k, err := scan(q.QueryRowContext(ctx, "SELECT "+columns+" FROM api_keys WHERE "+where, arg))
+// getOne reads the first key that selectKeys followed by tail (a WHERE
+// clause with its one argument) yields.
+func getOne(ctx context.Context, q querier, tail string, arg any) (*keys.Key, error) {
+	k, err := scan(q.QueryRowContext(ctx, selectKeys+" "+tail, arg))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, keys.ErrNotFound
 	}
@@ -104,17 +124,17 @@ func (s *Store) List(ctx context.Context, q store.ListQuery) ([]*keys.Key, error
 	var args []any
 	if q.NameContains != "" {
 		// instr matches literally, so no wildcard in the input needs escaping.
-		or = append(or, "instr(name_fold, ?) > 0")
+		or = append(or, "instr(k.name_fold, ?) > 0")
 		args = append(args, fold(q.NameContains))
 	}
 	if len(q.Hash) > 0 {
-		or = append(or, "hash = ?")
-		args = append(args, q.Hash)
+		or = append(or, "k.hash = ?", "k.prev_hash = ?")
+		args = append(args, q.Hash, q.Hash)
 	}
 	if q.StartPrefix != "" {
 		// GLOB, unlike LIKE, is case-sensitive, as the secret is; the
 		// escaped pattern can use the index on start.
-		or = append(or, "start GLOB ?", "(start <> '' AND substr(?, 1, length(start)) = start)")
+		or = append(or, "k.start GLOB ?", "(k.start <> '' AND substr(?, 1, length(k.start)) = k.start)")
 		args = append(args, escapeGlob(q.StartPrefix)+"*", q.StartPrefix)
 	}
 	var and []string
@@ -122,14 +142,14 @@ func (s *Store) List(ctx context.Context, q store.ListQuery) ([]*keys.Key, error
 		and = append(and, "("+strings.Join(or, " OR ")+")")
 	}
 	if q.AfterID != "" {
-		and = append(and, "id > ?")
+		and = append(and, "k.id > ?")
 		args = append(args, q.AfterID)
 	}
-	query := "SELECT " + columns + " FROM api_keys"
+	query := selectKeys
 	if len(and) > 0 {
 		query += " WHERE " + strings.Join(and, " AND ")
 	}
-	query += " ORDER BY id LIMIT ?"
+	query += " ORDER BY k.id LIMIT ?"
 	args = append(args, q.Limit)
 
 	rows, err := s.db.QueryContext(ctx, query, args...)
@@ -155,7 +175,7 @@ func (s *Store) List(ctx context.Context, q store.ListQuery) ([]*keys.Key, error
 func (s *Store) Update(ctx context.Context, id string, fn func(*keys.Key) error) (before, after *keys.Key, err error) {
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		if before, err = getOne(ctx, tx, "id = ?", id); err != nil {
+		if before, err = getOne(ctx, tx, "WHERE k.id = ?", id); err != nil {
 			return err
 		}
 		after = before.Clone()
@@ -167,6 +187,7 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*keys.Key) error)
 		after.ID, after.CreateTime = before.ID, before.CreateTime
 		after.Version = before.Version + 1
 		after.UpdateTime = store.Micro(s.now())
+		after.QuotaUsage = before.QuotaUsage
 		r, err := encode(after)
 		if err != nil {
 			return err
@@ -174,13 +195,24 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*keys.Key) error)
 		_, err = tx.ExecContext(ctx, `UPDATE api_keys SET
 			name = ?, name_fold = ?, description = ?, environment = ?, state = ?,
 			hash = ?, start = ?, last4 = ?, scopes = ?, metadata = ?,
-			expire_time = ?, last_used_time = ?, version = ?, update_time = ?
+			expire_time = ?, last_used_time = ?, version = ?, update_time = ?,
+			policy = ?, prev_hash = ?, prev_start = ?, prev_last4 = ?, prev_expire_time = ?
 			WHERE id = ?`,
 			after.Name, fold(after.Name), after.Description, after.Environment, int64(after.State),
 			after.Hash, after.Start, after.Last4, r.scopes, r.metadata,
 			r.expire, r.lastUsed, after.Version, r.update,
+			r.policy, after.PrevHash, after.PrevStart, after.PrevLast4, r.prevExpire,
 			id)
-		return translate(err)
+		if err != nil {
+			return translate(err)
+		}
+		if after.Quota != before.Quota { // a new quota starts its count afresh
+			after.QuotaUsage = keys.QuotaUsage{}
+			if _, err := tx.ExecContext(ctx, "DELETE FROM api_key_quota WHERE key_id = ?", id); err != nil {
+				return translate(err)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("update key %s: %w", id, err)
@@ -193,7 +225,7 @@ func (s *Store) Delete(ctx context.Context, id string, fn func(*keys.Key) error)
 	var k *keys.Key
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		if k, err = getOne(ctx, tx, "id = ?", id); err != nil {
+		if k, err = getOne(ctx, tx, "WHERE k.id = ?", id); err != nil {
 			return err
 		}
 		if fn != nil {
@@ -201,6 +233,7 @@ func (s *Store) Delete(ctx context.Context, id string, fn func(*keys.Key) error)
 				return err
 			}
 		}
+		// The usage row goes with it (ON DELETE CASCADE).
 		_, err = tx.ExecContext(ctx, "DELETE FROM api_keys WHERE id = ?", id)
 		return translate(err)
 	})
@@ -210,12 +243,49 @@ func (s *Store) Delete(ctx context.Context, id string, fn func(*keys.Key) error)
 	return k, nil
 }
 
+// ConsumeQuota counts one use of a key's quota; see store.Store.
+//
+// One statement, in a write transaction so that it queues behind this
+// process's other writers and is retried if another process holds the file:
+// a first use inserts the count; otherwise the update is applied only if the
+// period moved on (a fresh count) or the count is below the limit. Writers
+// are serialised, so none overshoot. The foreign key turns a use of a
+// deleted key into an error rather than an orphan count.
+func (s *Store) ConsumeQuota(ctx context.Context, id string, q keys.Quota, now time.Time) (int64, error) {
+	if err := store.CheckQuota(q); err != nil {
+		return 0, fmt.Errorf("consume quota of key %s: %w", id, err)
+	}
+	period, _ := q.Period(now)
+	var used int64
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, `INSERT INTO api_key_quota (key_id, period, used) VALUES (?1, ?2, 1)
+			ON CONFLICT (key_id) DO UPDATE SET
+				period = excluded.period,
+				used = CASE WHEN api_key_quota.period = excluded.period THEN api_key_quota.used + 1 ELSE 1 END
+			WHERE api_key_quota.period <> excluded.period OR api_key_quota.used < ?3
+			RETURNING used`,
+			id, period, q.Limit).Scan(&used)
+		var se *sqlite.Error
+		switch {
+		case errors.Is(err, sql.ErrNoRows): // the WHERE refused the update
+			return keys.ErrQuotaExceeded
+		case errors.As(err, &se) && se.Code() == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
+			return keys.ErrNotFound
+		}
+		return translate(err)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("consume quota of key %s: %w", id, err)
+	}
+	return q.Limit - used, nil
+}
+
 // row is a key's column values in the types SQLite stores.
 type row struct {
-	k                *keys.Key
-	scopes, metadata string
-	create, update   int64
-	expire, lastUsed sql.NullInt64
+	k                            *keys.Key
+	scopes, metadata, policy     string
+	create, update               int64
+	expire, lastUsed, prevExpire sql.NullInt64
 }
 
 func encode(k *keys.Key) (row, error) {
@@ -227,14 +297,20 @@ func encode(k *keys.Key) (row, error) {
 	if err != nil {
 		return row{}, fmt.Errorf("encode metadata: %w", err)
 	}
+	policy, err := store.EncodePolicy(k)
+	if err != nil {
+		return row{}, err
+	}
 	return row{
-		k:        k,
-		scopes:   string(scopes),
-		metadata: string(metadata),
-		create:   k.CreateTime.UnixMicro(),
-		update:   k.UpdateTime.UnixMicro(),
-		expire:   nullMicros(k.ExpireTime),
-		lastUsed: nullMicros(k.LastUsed),
+		k:          k,
+		scopes:     string(scopes),
+		metadata:   string(metadata),
+		policy:     policy,
+		create:     k.CreateTime.UnixMicro(),
+		update:     k.UpdateTime.UnixMicro(),
+		expire:     nullMicros(k.ExpireTime),
+		lastUsed:   nullMicros(k.LastUsed),
+		prevExpire: nullMicros(k.PrevExpire),
 	}, nil
 }
 
@@ -242,16 +318,19 @@ func encode(k *keys.Key) (row, error) {
 func (r row) args() []any {
 	k := r.k
 	return []any{k.ID, k.Name, k.Description, k.Environment, int64(k.State), k.Hash, k.Start, k.Last4,
-		r.scopes, r.metadata, r.create, r.update, r.expire, r.lastUsed, k.Version}
+		r.scopes, r.metadata, r.create, r.update, r.expire, r.lastUsed, k.Version,
+		r.policy, k.PrevHash, k.PrevStart, k.PrevLast4, r.prevExpire}
 }
 
-// scan reads columns into a key.
+// scan reads the columns of selectKeys into a key.
 func scan(sc interface{ Scan(...any) error }) (*keys.Key, error) {
 	var k keys.Key
 	var r row
 	var state int64
 	if err := sc.Scan(&k.ID, &k.Name, &k.Description, &k.Environment, &state, &k.Hash, &k.Start, &k.Last4,
-		&r.scopes, &r.metadata, &r.create, &r.update, &r.expire, &r.lastUsed, &k.Version); err != nil {
+		&r.scopes, &r.metadata, &r.create, &r.update, &r.expire, &r.lastUsed, &k.Version,
+		&r.policy, &k.PrevHash, &k.PrevStart, &k.PrevLast4, &r.prevExpire,
+		&k.QuotaUsage.Period, &k.QuotaUsage.Used); err != nil {
 		return nil, err
 	}
 	k.State = keys.State(state)
@@ -268,6 +347,12 @@ func scan(sc interface{ Scan(...any) error }) (*keys.Key, error) {
 	}
 	if r.lastUsed.Valid {
 		k.LastUsed = fromMicros(r.lastUsed.Int64)
+	}
+	if r.prevExpire.Valid {
+		k.PrevExpire = fromMicros(r.prevExpire.Int64)
+	}
+	if err := store.DecodePolicy([]byte(r.policy), &k); err != nil {
+		return nil, fmt.Errorf("key %s: %w", k.ID, err)
 	}
 	store.Normalize(&k)
 	return &k, nil

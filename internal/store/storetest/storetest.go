@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -288,7 +289,7 @@ var tests = []struct {
 	}},
 	{"update/writes-every-mutable-field", func(t *testing.T, f *fixture) {
 		created := f.create(f.newKey())
-		newHash := randomHash(t)
+		newHash, prevHash := randomHash(t), randomHash(t)
 		_, after, err := f.s.Update(f.ctx, created.ID, func(k *keys.Key) error {
 			k.Name = "new name"
 			k.Description = "new description"
@@ -301,12 +302,22 @@ var tests = []struct {
 			k.Metadata = map[string]string{"owner": "ops"}
 			k.ExpireTime = time.Date(2040, 1, 2, 3, 4, 5, 6000, time.UTC)
 			k.LastUsed = time.Date(2030, 1, 2, 3, 4, 5, 7000, time.UTC)
+			k.AllowedCIDRs = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::/32")}
+			k.RateLimit = keys.RateLimit{Limit: 100, Period: time.Minute, Burst: 20}
+			k.Quota = keys.Quota{Limit: 1000, Refill: keys.RefillMonthly}
+			k.PrevHash, k.PrevStart, k.PrevLast4 = prevHash, created.Start, created.Last4
+			k.PrevExpire = time.Date(2030, 1, 3, 3, 4, 5, 8000, time.UTC)
 			return nil
 		})
 		if err != nil {
 			t.Fatalf("Update: %v", err)
 		}
 		want := stored(created)
+		want.AllowedCIDRs = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::/32")}
+		want.RateLimit = keys.RateLimit{Limit: 100, Period: time.Minute, Burst: 20}
+		want.Quota = keys.Quota{Limit: 1000, Refill: keys.RefillMonthly}
+		want.PrevHash, want.PrevStart, want.PrevLast4 = prevHash, created.Start, created.Last4
+		want.PrevExpire = time.Date(2030, 1, 3, 3, 4, 5, 8000, time.UTC)
 		want.Name, want.Description, want.Environment, want.State = "new name", "new description", "test", keys.StateDisabled
 		want.Hash, want.Start, want.Last4 = newHash, "kw_test_Zz9Zz9", "wxyz"
 		want.Scopes, want.Metadata = []string{"b", "a"}, map[string]string{"owner": "ops"}
@@ -319,6 +330,11 @@ var tests = []struct {
 		if err != nil || byHash.ID != created.ID {
 			t.Errorf("GetByHash(new hash) = %v, %v; want %s", byHash, err, created.ID)
 		}
+		byPrev, err := f.s.GetByHash(f.ctx, prevHash)
+		if err != nil {
+			t.Fatalf("GetByHash(prev hash): %v", err)
+		}
+		f.wantEqual("GetByHash(prev hash)", want, byPrev)
 		f.wantNotFoundByHash(created.Hash)
 	}},
 	{"update/can-clear-times-and-metadata", func(t *testing.T, f *fixture) {
@@ -352,11 +368,15 @@ var tests = []struct {
 		k := f.newKey()
 		k.Metadata = map[string]string{"a": "1"}
 		k.Scopes = []string{"read"}
+		k.AllowedCIDRs = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+		k.PrevHash = randomHash(t)
 		created := f.create(k)
 		before, _, err := f.s.Update(f.ctx, created.ID, func(k *keys.Key) error {
 			k.Name = "changed"
 			k.Metadata["a"] = "2"
 			k.Scopes[0] = "write"
+			k.AllowedCIDRs[0] = netip.MustParsePrefix("0.0.0.0/0")
+			k.PrevHash[0] ^= 0xff
 			return nil
 		})
 		if err != nil {
@@ -391,12 +411,16 @@ var tests = []struct {
 			k.Version = 100
 			k.CreateTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 			k.UpdateTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+			k.QuotaUsage = keys.QuotaUsage{Period: "2000-01", Used: 7}
 			return nil
 		})
 		if err != nil {
 			t.Fatalf("Update: %v", err)
 		}
 		got := f.get(created.ID)
+		if after.QuotaUsage != (keys.QuotaUsage{}) || got.QuotaUsage != (keys.QuotaUsage{}) {
+			t.Errorf("fn set QuotaUsage: after %+v, stored %+v; want both zero", after.QuotaUsage, got.QuotaUsage)
+		}
 		if after.ID != created.ID || got.Version != 2 || after.Version != 2 ||
 			!got.CreateTime.Equal(created.CreateTime) || got.UpdateTime.Before(created.UpdateTime) {
 			t.Errorf("after %+v, stored %+v; want id, version 2, create time kept", after, got)
@@ -661,6 +685,343 @@ var tests = []struct {
 		c := f.createNamed("match two")
 		f.wantIDs(f.list(store.ListQuery{NameContains: "match", AfterID: a.ID, Limit: 10}), c.ID)
 	}},
+
+	// Policies and the previous secret of a rotation.
+	{"policy/round-trip", func(t *testing.T, f *fixture) {
+		india := time.FixedZone("IST", 5*3600+1800)
+		k := f.newKey()
+		k.AllowedCIDRs = []netip.Prefix{
+			netip.MustParsePrefix("10.0.0.0/8"),
+			netip.MustParsePrefix("2001:db8:1::/48"),
+			netip.MustParsePrefix("192.0.2.7/32"),
+			netip.MustParsePrefix("::ffff:198.51.100.0/120"),
+		}
+		k.RateLimit = keys.RateLimit{Limit: 50, Period: 1500 * time.Millisecond, Burst: 10}
+		k.Quota = keys.Quota{Limit: 10000, Refill: keys.RefillDaily}
+		k.PrevHash, k.PrevStart, k.PrevLast4 = randomHash(t), "kw_test_Prev12", "pq12"
+		k.PrevExpire = time.Date(2031, 2, 3, 4, 5, 6, 123456789, india)
+		got, err := f.s.Create(f.ctx, k, "")
+		if err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+		want := stored(k)
+		want.Version, want.CreateTime, want.UpdateTime = 1, got.CreateTime, got.UpdateTime
+		f.wantEqual("Create", want, got)
+		f.wantEqual("Get", want, f.get(k.ID))
+		for name, h := range map[string][]byte{"hash": k.Hash, "prev hash": k.PrevHash} {
+			byHash, err := f.s.GetByHash(f.ctx, h)
+			if err != nil {
+				t.Fatalf("GetByHash(%s): %v", name, err)
+			}
+			f.wantEqual("GetByHash("+name+")", want, byHash)
+			listed := f.list(store.ListQuery{Hash: h, Limit: 10})
+			f.wantIDs(listed, k.ID)
+			if len(listed) == 1 {
+				f.wantEqual("List(Hash: "+name+")", want, listed[0])
+			}
+		}
+		all := f.list(store.ListQuery{Limit: 10})
+		f.wantIDs(all, k.ID)
+		if len(all) == 1 {
+			f.wantEqual("List", want, all[0])
+		}
+		// Only what was set is kept: a key with a quota alone has no
+		// rate limit or allow-list.
+		only := f.newKey()
+		only.Quota = keys.Quota{Limit: 3, Refill: keys.RefillNever}
+		f.wantEqual("Get (quota only)", f.create(only), f.get(only.ID))
+	}},
+	{"policy/empty-slices-read-back-nil", func(t *testing.T, f *fixture) {
+		// Two keys with an empty (not nil) previous hash: neither is a
+		// previous secret, so they do not collide either.
+		for range 2 {
+			k := f.newKey()
+			k.AllowedCIDRs, k.PrevHash = []netip.Prefix{}, []byte{}
+			created := f.create(k)
+			for name, got := range map[string]*keys.Key{"Create": created, "Get": f.get(k.ID)} {
+				if got.AllowedCIDRs != nil || got.PrevHash != nil {
+					t.Errorf("%s: AllowedCIDRs %#v, PrevHash %d bytes non-nil; want both nil", name, got.AllowedCIDRs, len(got.PrevHash))
+				}
+			}
+		}
+	}},
+	{"policy/update-can-clear", func(t *testing.T, f *fixture) {
+		k := f.newKey()
+		k.AllowedCIDRs = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+		k.RateLimit = keys.RateLimit{Limit: 1, Period: time.Second, Burst: 1}
+		k.Quota = keys.Quota{Limit: 5, Refill: keys.RefillMonthly}
+		k.PrevHash, k.PrevStart, k.PrevLast4, k.PrevExpire = randomHash(t), "kw_test_Old", "old4", time.Now().Add(time.Hour)
+		created := f.create(k)
+		_, after, err := f.s.Update(f.ctx, created.ID, func(k *keys.Key) error {
+			k.AllowedCIDRs, k.RateLimit, k.Quota = nil, keys.RateLimit{}, keys.Quota{}
+			k.ClearPrevious()
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("Update: %v", err)
+		}
+		want := stored(created)
+		want.AllowedCIDRs, want.RateLimit, want.Quota = nil, keys.RateLimit{}, keys.Quota{}
+		want.ClearPrevious()
+		want.Version, want.UpdateTime = 2, after.UpdateTime
+		f.wantEqual("after", want, after)
+		f.wantEqual("Get", want, f.get(created.ID))
+		f.wantNotFoundByHash(k.PrevHash)
+		f.wantIDs(f.list(store.ListQuery{Hash: k.PrevHash, Limit: 10}))
+	}},
+	{"policy/rotation-moves-hash-to-prev", func(t *testing.T, f *fixture) {
+		created := f.create(f.newKey())
+		newHash := randomHash(t)
+		_, _, err := f.s.Update(f.ctx, created.ID, func(k *keys.Key) error {
+			k.PrevHash, k.PrevStart, k.PrevLast4 = k.Hash, k.Start, k.Last4
+			k.PrevExpire = time.Now().Add(time.Hour)
+			k.Hash, k.Start, k.Last4 = newHash, "kw_test_New123", "new4"
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("Update: %v", err)
+		}
+		// Both secrets find the key; the caller tells them apart by Hash.
+		for name, h := range map[string][]byte{"new": newHash, "old": created.Hash} {
+			got, err := f.s.GetByHash(f.ctx, h)
+			if err != nil {
+				t.Fatalf("GetByHash(%s secret): %v", name, err)
+			}
+			if got.ID != created.ID || !bytes.Equal(got.Hash, newHash) || !bytes.Equal(got.PrevHash, created.Hash) {
+				t.Errorf("GetByHash(%s secret) = key %s with the wrong hashes", name, got.ID)
+			}
+		}
+		// Ending the grace period forgets the old secret.
+		if _, _, err := f.s.Update(f.ctx, created.ID, func(k *keys.Key) error { k.ClearPrevious(); return nil }); err != nil {
+			t.Fatalf("Update: %v", err)
+		}
+		f.wantNotFoundByHash(created.Hash)
+		if got, err := f.s.GetByHash(f.ctx, newHash); err != nil || got.ID != created.ID {
+			t.Errorf("GetByHash(new secret) after clearing = %v, %v", got, err)
+		}
+		// The old hash is free for another key's previous secret again.
+		other := f.newKey()
+		other.PrevHash = bytes.Clone(created.Hash)
+		f.create(other)
+	}},
+	{"policy/duplicate-prev-hash", func(t *testing.T, f *fixture) {
+		first := f.newKey()
+		first.PrevHash = randomHash(t)
+		first = f.create(first)
+		dup := f.newKey()
+		dup.PrevHash = bytes.Clone(first.PrevHash)
+		_, err := f.s.Create(f.ctx, dup, "")
+		wantIs(t, err, keys.ErrAlreadyExists)
+		wantNoSecret(t, err, dup.PrevHash)
+		f.wantNotFound(dup.ID)
+
+		other := f.create(f.newKey())
+		_, _, err = f.s.Update(f.ctx, other.ID, func(k *keys.Key) error {
+			k.Name = "should not stick"
+			k.PrevHash = bytes.Clone(first.PrevHash)
+			return nil
+		})
+		wantIs(t, err, keys.ErrAlreadyExists)
+		wantNoSecret(t, err, first.PrevHash)
+		f.wantEqual("Get after refused update", other, f.get(other.ID))
+		got, err := f.s.GetByHash(f.ctx, first.PrevHash)
+		if err != nil || got.ID != first.ID {
+			t.Errorf("GetByHash(prev hash) = %v, %v; want %s", got, err, first.ID)
+		}
+	}},
+	{"policy/get-by-hash-prefers-current-hash", func(t *testing.T, f *fixture) {
+		// Hashes and previous hashes are unique each; a value that is one
+		// key's hash and another's previous hash finds the former.
+		current := f.create(f.newKey())
+		prev := f.newKey()
+		prev.PrevHash = bytes.Clone(current.Hash)
+		f.create(prev)
+		got, err := f.s.GetByHash(f.ctx, current.Hash)
+		if err != nil || got.ID != current.ID {
+			t.Errorf("GetByHash = %v, %v; want %s", got, err, current.ID)
+		}
+		f.wantIDs(f.list(store.ListQuery{Hash: current.Hash, Limit: 10}), current.ID, prev.ID)
+	}},
+
+	// ConsumeQuota.
+	{"consume-quota/counts-down-then-exceeded", func(t *testing.T, f *fixture) {
+		q := keys.Quota{Limit: 3, Refill: keys.RefillDaily}
+		k := f.createQuota(q)
+		for want := int64(2); want >= 0; want-- {
+			if got := f.consume(k.ID, q, day); got != want {
+				t.Errorf("remaining = %d, want %d", got, want)
+			}
+		}
+		_, err := f.s.ConsumeQuota(f.ctx, k.ID, q, day)
+		wantIs(t, err, keys.ErrQuotaExceeded)
+		got := f.get(k.ID)
+		if got.QuotaUsage != (keys.QuotaUsage{Period: "2031-03-31", Used: 3}) {
+			t.Errorf("QuotaUsage = %+v, want 3 used in 2031-03-31", got.QuotaUsage)
+		}
+		if got.Version != k.Version {
+			t.Errorf("Version = %d after consuming, want %d: usage is not content", got.Version, k.Version)
+		}
+	}},
+	{"consume-quota/exact-under-concurrency", func(t *testing.T, f *fixture) {
+		const n, limit = 50, 20
+		q := keys.Quota{Limit: limit, Refill: keys.RefillNever}
+		k := f.createQuota(q)
+		var ok, exceeded atomic.Int64
+		remaining := make(chan int64, n)
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() {
+				r, err := f.s.ConsumeQuota(f.ctx, k.ID, q, day)
+				switch {
+				case err == nil:
+					ok.Add(1)
+					remaining <- r
+				case errors.Is(err, keys.ErrQuotaExceeded):
+					exceeded.Add(1)
+				default:
+					t.Errorf("ConsumeQuota: %v", err)
+				}
+			})
+		}
+		wg.Wait()
+		close(remaining)
+		if ok.Load() != limit || exceeded.Load() != n-limit {
+			t.Errorf("%d succeeded, %d exceeded; want %d and %d", ok.Load(), exceeded.Load(), limit, n-limit)
+		}
+		seen := map[int64]bool{}
+		for r := range remaining {
+			if r < 0 || r >= limit || seen[r] {
+				t.Errorf("remaining %d returned twice or out of range", r)
+			}
+			seen[r] = true
+		}
+		if got := f.get(k.ID).QuotaUsage; got != (keys.QuotaUsage{Period: "", Used: limit}) {
+			t.Errorf("QuotaUsage = %+v, want %d used", got, limit)
+		}
+	}},
+	{"consume-quota/period-rollover", func(t *testing.T, f *fixture) {
+		for _, c := range []struct {
+			refill     keys.Refill
+			next       time.Time
+			nextPeriod string
+		}{
+			{keys.RefillDaily, day.Add(time.Hour), "2031-04-01"}, // midnight exactly
+			{keys.RefillMonthly, day.AddDate(0, 0, 1), "2031-04"},
+		} {
+			q := keys.Quota{Limit: 2, Refill: c.refill}
+			k := f.createQuota(q)
+			f.consume(k.ID, q, day)
+			f.consume(k.ID, q, day)
+			_, err := f.s.ConsumeQuota(f.ctx, k.ID, q, day)
+			wantIs(t, err, keys.ErrQuotaExceeded)
+			if got := f.consume(k.ID, q, c.next); got != 1 {
+				t.Errorf("refill %d: remaining in the next period = %d, want 1", c.refill, got)
+			}
+			if got := f.get(k.ID).QuotaUsage; got != (keys.QuotaUsage{Period: c.nextPeriod, Used: 1}) {
+				t.Errorf("refill %d: QuotaUsage = %+v, want 1 used in %s", c.refill, got, c.nextPeriod)
+			}
+		}
+	}},
+	{"consume-quota/never-refills", func(t *testing.T, f *fixture) {
+		q := keys.Quota{Limit: 2, Refill: keys.RefillNever}
+		k := f.createQuota(q)
+		f.consume(k.ID, q, day)
+		f.consume(k.ID, q, day.AddDate(0, 1, 0))
+		_, err := f.s.ConsumeQuota(f.ctx, k.ID, q, day.AddDate(2, 0, 0))
+		wantIs(t, err, keys.ErrQuotaExceeded)
+	}},
+	{"consume-quota/usage-on-every-read", func(t *testing.T, f *fixture) {
+		q := keys.Quota{Limit: 10, Refill: keys.RefillMonthly}
+		k := f.createQuota(q)
+		f.consume(k.ID, q, day)
+		f.consume(k.ID, q, day)
+		want := keys.QuotaUsage{Period: "2031-03", Used: 2}
+		check := func(what string, got *keys.Key) {
+			t.Helper()
+			if got.QuotaUsage != want {
+				t.Errorf("%s: QuotaUsage = %+v, want %+v", what, got.QuotaUsage, want)
+			}
+		}
+		check("Get", f.get(k.ID))
+		byHash, err := f.s.GetByHash(f.ctx, k.Hash)
+		if err != nil {
+			t.Fatalf("GetByHash: %v", err)
+		}
+		check("GetByHash", byHash)
+		for _, listed := range f.list(store.ListQuery{Limit: 10}) {
+			check("List", listed)
+		}
+		before, after, err := f.s.Update(f.ctx, k.ID, func(k *keys.Key) error { k.Name = "renamed"; return nil })
+		if err != nil {
+			t.Fatalf("Update: %v", err)
+		}
+		check("Update's before", before)
+		check("Update's after (quota unchanged)", after)
+		deleted, err := f.s.Delete(f.ctx, k.ID, func(k *keys.Key) error { check("Delete's fn", k); return nil })
+		if err != nil {
+			t.Fatalf("Delete: %v", err)
+		}
+		check("Delete", deleted)
+	}},
+	{"consume-quota/quota-change-resets-count", func(t *testing.T, f *fixture) {
+		q := keys.Quota{Limit: 5, Refill: keys.RefillDaily}
+		k := f.createQuota(q)
+		f.consume(k.ID, q, day)
+		f.consume(k.ID, q, day)
+		raised := keys.Quota{Limit: 10, Refill: keys.RefillDaily}
+		before, after, err := f.s.Update(f.ctx, k.ID, func(k *keys.Key) error { k.Quota = raised; return nil })
+		if err != nil {
+			t.Fatalf("Update: %v", err)
+		}
+		if before.QuotaUsage.Used != 2 || after.QuotaUsage != (keys.QuotaUsage{}) {
+			t.Errorf("QuotaUsage before %+v, after %+v; want 2 used, then zero", before.QuotaUsage, after.QuotaUsage)
+		}
+		f.wantEqual("Get", after, f.get(k.ID))
+		if got := f.consume(k.ID, raised, day); got != 9 {
+			t.Errorf("remaining after the change = %d, want 9", got)
+		}
+	}},
+	{"consume-quota/missing-key-not-found", func(t *testing.T, f *fixture) {
+		q := keys.Quota{Limit: 5, Refill: keys.RefillDaily}
+		_, err := f.s.ConsumeQuota(f.ctx, "key_missing", q, day)
+		wantIs(t, err, keys.ErrNotFound)
+		k := f.createQuota(q)
+		f.consume(k.ID, q, day)
+		f.delete(k.ID)
+		_, err = f.s.ConsumeQuota(f.ctx, k.ID, q, day)
+		wantIs(t, err, keys.ErrNotFound)
+	}},
+	{"consume-quota/delete-removes-count", func(t *testing.T, f *fixture) {
+		q := keys.Quota{Limit: 1, Refill: keys.RefillNever}
+		k := f.createQuota(q)
+		f.consume(k.ID, q, day)
+		f.delete(k.ID)
+		// A key created again under the id starts with nothing used.
+		again := f.newKey()
+		again.ID, again.Quota = k.ID, q
+		if got := f.create(again).QuotaUsage; got != (keys.QuotaUsage{}) {
+			t.Errorf("Create: QuotaUsage = %+v, want zero", got)
+		}
+		if got := f.get(k.ID).QuotaUsage; got != (keys.QuotaUsage{}) {
+			t.Errorf("Get: QuotaUsage = %+v, want zero", got)
+		}
+		if got := f.consume(k.ID, q, day); got != 0 {
+			t.Errorf("remaining = %d, want 0", got)
+		}
+	}},
+	{"consume-quota/unset-quota-is-invalid", func(t *testing.T, f *fixture) {
+		k := f.create(f.newKey())
+		for _, q := range []keys.Quota{{}, {Limit: -1}, {Limit: 5, Refill: keys.Refill(99)}} {
+			_, err := f.s.ConsumeQuota(f.ctx, k.ID, q, day)
+			var invalid *keys.InvalidArgumentError
+			if !errors.As(err, &invalid) {
+				t.Errorf("ConsumeQuota(%+v): err = %v, want an InvalidArgumentError", q, err)
+			}
+		}
+		if got := f.get(k.ID).QuotaUsage; got != (keys.QuotaUsage{}) {
+			t.Errorf("QuotaUsage = %+v after refused consumes, want zero", got)
+		}
+	}},
 }
 
 // fixture is one test's store and helpers bound to it.
@@ -696,6 +1057,27 @@ func (f *fixture) create(k *keys.Key) *keys.Key {
 		f.t.Fatalf("Create %s: %v", k.ID, err)
 	}
 	return got
+}
+
+// day is the time quota tests consume at: the last day of a month, so the
+// next day starts a new day and a new month.
+var day = time.Date(2031, 3, 31, 23, 0, 0, 0, time.UTC)
+
+func (f *fixture) createQuota(q keys.Quota) *keys.Key {
+	f.t.Helper()
+	k := f.newKey()
+	k.Quota = q
+	return f.create(k)
+}
+
+// consume counts one use, which must be allowed, and returns the remaining.
+func (f *fixture) consume(id string, q keys.Quota, now time.Time) int64 {
+	f.t.Helper()
+	remaining, err := f.s.ConsumeQuota(f.ctx, id, q, now)
+	if err != nil {
+		f.t.Fatalf("ConsumeQuota %s: %v", id, err)
+	}
+	return remaining
 }
 
 func (f *fixture) createNamed(name string) *keys.Key {
@@ -768,7 +1150,8 @@ func (f *fixture) wantIDs(ks []*keys.Key, want ...string) {
 }
 
 // wantEqual fails unless got is want field by field, in the normalised form
-// store.Store promises: UTC microsecond times, non-nil Scopes and Metadata.
+// store.Store promises: UTC microsecond times, non-nil Scopes and Metadata,
+// nil (not empty) AllowedCIDRs and PrevHash.
 func (f *fixture) wantEqual(what string, want, got *keys.Key) {
 	f.t.Helper()
 	if got == nil {
@@ -820,6 +1203,32 @@ func (f *fixture) wantEqual(what string, want, got *keys.Key) {
 			add(c.field, c.want, c.got)
 		}
 	}
+	if !slices.Equal(got.AllowedCIDRs, want.AllowedCIDRs) || (got.AllowedCIDRs != nil && len(got.AllowedCIDRs) == 0) {
+		add("AllowedCIDRs", fmt.Sprintf("%#v", want.AllowedCIDRs), fmt.Sprintf("%#v", got.AllowedCIDRs))
+	}
+	if got.RateLimit != want.RateLimit {
+		add("RateLimit", want.RateLimit, got.RateLimit)
+	}
+	if got.Quota != want.Quota {
+		add("Quota", want.Quota, got.Quota)
+	}
+	if got.QuotaUsage != want.QuotaUsage {
+		add("QuotaUsage", want.QuotaUsage, got.QuotaUsage)
+	}
+	if !bytes.Equal(got.PrevHash, want.PrevHash) {
+		add("PrevHash", "the expected hash", "another") // never print hashes
+	} else if got.PrevHash != nil && len(got.PrevHash) == 0 {
+		add("PrevHash", "nil", "empty and non-nil")
+	}
+	if got.PrevStart != want.PrevStart {
+		add("PrevStart", want.PrevStart, got.PrevStart)
+	}
+	if got.PrevLast4 != want.PrevLast4 {
+		add("PrevLast4", want.PrevLast4, got.PrevLast4)
+	}
+	if !got.PrevExpire.Equal(want.PrevExpire) || got.PrevExpire.Location() != time.UTC || got.PrevExpire.Nanosecond()%1000 != 0 {
+		add("PrevExpire", want.PrevExpire, got.PrevExpire)
+	}
 	if got.Version != want.Version {
 		add("Version", want.Version, got.Version)
 	}
@@ -845,6 +1254,8 @@ func stored(k *keys.Key) *keys.Key {
 	}
 	c.CreateTime, c.UpdateTime = micro(c.CreateTime), micro(c.UpdateTime)
 	c.ExpireTime, c.LastUsed = micro(c.ExpireTime), micro(c.LastUsed)
+	c.PrevExpire = micro(c.PrevExpire)
+	c.RateLimit.Period = c.RateLimit.Period.Truncate(time.Millisecond)
 	return c
 }
 
