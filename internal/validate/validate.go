@@ -121,6 +121,9 @@ func NewWith(o Options) *Verifier {
 	return v
 }
 
+// quotaTimeout bounds counting one use in the store.
+const quotaTimeout = 2 * time.Second
+
 var errNoQuotaCounter = errors.New("key has a quota but no quota counter is configured")
 
 // Verify answers whether req's secret may be used. A refusal is a Result, not
@@ -165,7 +168,11 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (verdict Result, err
 		if v.quotas == nil {
 			return Result{}, errNoQuotaCounter
 		}
-		left, err := v.quotas.ConsumeQuota(ctx, k.ID, k.Quota, now)
+		// Bounded like the caches' store reads: a hung store must not hold
+		// the caller, who is better served by a prompt "cannot tell".
+		qctx, cancel := context.WithTimeout(ctx, quotaTimeout)
+		left, err := v.quotas.ConsumeQuota(qctx, k.ID, k.Quota, now)
+		cancel()
 		switch {
 		case errors.Is(err, keys.ErrQuotaExceeded):
 			out := Result{Reason: ReasonUsageExceeded, Rate: res.Rate, HasRate: res.HasRate, HasQuota: true}
