@@ -50,7 +50,9 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (*keys.K
 		return nil, fmt.Errorf("authenticate: %w", err)
 	// The index lookup already matched the hash; comparing again in constant
 	// time keeps that guarantee independent of how a lookup is implemented.
-	case subtle.ConstantTimeCompare(k.Hash, hash[:]) != 1,
+	case subtle.ConstantTimeCompare(k.Hash, hash[:]) != 1 &&
+		// or the secret a rotation replaced, during its grace period
+		(subtle.ConstantTimeCompare(k.PrevHash, hash[:]) != 1 || !k.HasPrevious(a.now())),
 		k.State != keys.StateActive,
 		k.Expired(a.now()):
 		return nil, keys.ErrUnauthenticated

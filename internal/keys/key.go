@@ -53,6 +53,9 @@ type Key struct {
 	PrevStart  string
 	PrevLast4  string
 	PrevExpire time.Time
+	// Sealed is the secret encrypted under the master key (a recoverable
+	// key), nil otherwise. Never sent to Redis, never rendered.
+	Sealed []byte
 	// Version increases by one with every write of the row, in the same
 	// transaction; caches use it so an older snapshot never replaces a newer
 	// one, and to reuse a decoded snapshot: a version names one content, so
@@ -110,6 +113,10 @@ func (k *Key) Clone() *Key {
 		RateLimit:    k.RateLimit, Quota: k.Quota, QuotaUsage: k.QuotaUsage,
 		PrevHash: append([]byte(nil), k.PrevHash...), PrevStart: k.PrevStart, PrevLast4: k.PrevLast4,
 		PrevExpire: k.PrevExpire,
+		Sealed:     append([]byte(nil), k.Sealed...),
+	}
+	if len(k.Sealed) == 0 {
+		c.Sealed = nil
 	}
 	if len(k.AllowedCIDRs) == 0 {
 		c.AllowedCIDRs = nil

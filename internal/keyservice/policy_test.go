@@ -312,3 +312,25 @@ func TestRotationWithGracePeriod(t *testing.T) {
 		f.check(&keywardv1.ValidateRequest{Key: r4.GetSecret()}, notFound)
 	})
 }
+
+// grpc-gateway derives a REST PATCH's mask from the body's leaves
+// (rate_limit.limit, quota.remaining when a read key is sent back): a
+// policy is then replaced whole.
+func TestUpdateMaskNamesPolicyLeaves(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	f := newFixture(t, srv)
+	c := f.create(&keywardv1.Key{DisplayName: "leaves", Quota: &keywardv1.Quota{Limit: 9}})
+	id := c.GetKey().GetKeyId()
+	k := f.update(&keywardv1.Key{KeyId: id, RateLimit: &keywardv1.RateLimit{Limit: 7, Period: durationpb.New(time.Minute)}},
+		"rate_limit.limit", "rate_limit.period")
+	if rl := k.GetRateLimit(); rl.GetLimit() != 7 || rl.GetBurst() != 7 || rl.GetPeriod().AsDuration() != time.Minute {
+		t.Fatalf("rate_limit = %v", rl)
+	}
+	k = f.update(&keywardv1.Key{KeyId: id, Quota: &keywardv1.Quota{Limit: 4, Remaining: 123}}, "quota.limit", "quota.remaining")
+	if q := k.GetQuota(); q.GetLimit() != 4 || q.GetRemaining() != 4 {
+		t.Fatalf("quota = %v (remaining is output only)", q)
+	}
+	_, err := f.c.UpdateKey(f.ctx, &keywardv1.UpdateKeyRequest{Key: &keywardv1.Key{KeyId: id},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"metadata.team"}}})
+	wantCode(t, err, codes.InvalidArgument, "update_mask")
+}

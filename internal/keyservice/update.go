@@ -3,6 +3,7 @@ package keyservice
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"time"
 
 	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
@@ -145,6 +146,11 @@ func maskPaths(req *keywardv1.UpdateKeyRequest) ([]string, error) {
 		case outputOnly[p]:
 		case contains(mutable, p):
 			out = append(out, p)
+		case strings.HasPrefix(p, "rate_limit.") || strings.HasPrefix(p, "quota."):
+			// grpc-gateway names a message's leaves when it derives the mask
+			// from a body ({"rateLimit": {"limit": 7}} → rate_limit.limit);
+			// a policy is replaced whole, with defaults for what is left out.
+			out = append(out, p[:strings.IndexByte(p, '.')])
 		default:
 			return nil, keys.Invalid("update_mask", "unknown field %q: updatable fields are %v", truncate(p), mutable)
 		}

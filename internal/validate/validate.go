@@ -68,6 +68,9 @@ type Result struct {
 	Valid  bool
 	Reason Reason
 	Key    *keys.Key
+	// KeyID names the key whenever one was found, refused or not. For
+	// accounting only: it must not reach a caller of a refusal.
+	KeyID string
 	// RetryAfter is set with ReasonRateLimited, and with ReasonUsageExceeded
 	// for a refilling quota: until a request can succeed.
 	RetryAfter time.Duration
@@ -89,6 +92,14 @@ type Options struct {
 	Quotas QuotaCounter
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+	// Usage learns the outcome of every verification of a known key.
+	Usage UsageRecorder
+}
+
+// UsageRecorder counts verifications per key and outcome. It is called on
+// the hot path: it must be cheap, never block, and be safe for concurrent use.
+type UsageRecorder interface {
+	Used(keyID string, r Reason)
 }
 
 // Verifier judges presented secrets.
@@ -96,6 +107,7 @@ type Verifier struct {
 	lookup  Lookup
 	limiter RateLimiter
 	quotas  QuotaCounter
+	usage   UsageRecorder
 	now     func() time.Time
 	obs     Observer // nil: none (see Observe)
 }
@@ -111,7 +123,7 @@ const localLimiterKeys = 100_000
 
 // NewWith returns a Verifier configured by o.
 func NewWith(o Options) *Verifier {
-	v := &Verifier{lookup: o.Lookup, limiter: o.Limiter, quotas: o.Quotas, now: o.Now}
+	v := &Verifier{lookup: o.Lookup, limiter: o.Limiter, quotas: o.Quotas, now: o.Now, usage: o.Usage}
 	if v.now == nil {
 		v.now = time.Now
 	}
@@ -133,6 +145,13 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (verdict Result, err
 	if v.obs != nil {
 		defer func() { v.obs.Verdict(req.Entry, verdict.Reason, err) }()
 	}
+	if v.usage != nil {
+		defer func() {
+			if verdict.KeyID != "" {
+				v.usage.Used(verdict.KeyID, verdict.Reason)
+			}
+		}()
+	}
 	secret, err := keymat.Parse(req.Secret)
 	if err != nil {
 		return Result{Reason: ReasonMalformed}, nil
@@ -148,9 +167,9 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (verdict Result, err
 	now := v.now()
 	if reason := judge(k, &sum, req, now); reason != ReasonValid {
 		// A refusal never carries the key: it must not reveal whose secret it was.
-		return Result{Reason: reason}, nil
+		return Result{Reason: reason, KeyID: k.ID}, nil
 	}
-	res := Result{Valid: true, Reason: ReasonValid, Key: k}
+	res := Result{Valid: true, Reason: ReasonValid, Key: k, KeyID: k.ID}
 	// Limits last, and the rate limit before the quota: a request refused
 	// for any other reason uses up neither, and one refused by the rate
 	// limit uses no quota.
@@ -161,7 +180,7 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (verdict Result, err
 		}
 		res.Rate, res.HasRate = d, true
 		if !d.Allowed {
-			return Result{Reason: ReasonRateLimited, RetryAfter: d.RetryAfter, Rate: d, HasRate: true}, nil
+			return Result{Reason: ReasonRateLimited, KeyID: k.ID, RetryAfter: d.RetryAfter, Rate: d, HasRate: true}, nil
 		}
 	}
 	if k.Quota.Set() {
@@ -175,7 +194,7 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (verdict Result, err
 		cancel()
 		switch {
 		case errors.Is(err, keys.ErrQuotaExceeded):
-			out := Result{Reason: ReasonUsageExceeded, Rate: res.Rate, HasRate: res.HasRate, HasQuota: true}
+			out := Result{Reason: ReasonUsageExceeded, KeyID: k.ID, Rate: res.Rate, HasRate: res.HasRate, HasQuota: true}
 			if _, next := k.Quota.Period(now); !next.IsZero() {
 				out.RetryAfter = next.Sub(now)
 			}

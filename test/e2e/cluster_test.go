@@ -55,7 +55,8 @@ type cluster struct {
 // startCluster starts n instances, one after the other, with the given
 // --postgres-dsn, --redis-addr of r, the in-process cache on (the default),
 // and one KEYWARD_ADMIN_KEY; it returns once every instance has confirmed its
-// invalidation stream, i.e. trusts its in-process tier.
+// invalidation stream, i.e. trusts its in-process tier. With r nil the
+// instances share only the database (and keep no in-process cache).
 func startCluster(t *testing.T, n int, dsn string, r *redisProc, args ...string) *cluster {
 	t.Helper()
 	admin, err := keymat.Generate("live")
@@ -63,12 +64,15 @@ func startCluster(t *testing.T, n int, dsn string, r *redisProc, args ...string)
 		t.Fatal(err)
 	}
 	c := &cluster{dsn: dsn, redis: r, adminKey: admin.String()}
+	if r != nil {
+		args = append([]string{"--redis-addr", r.Addr}, args...)
+	}
 	for i := range n {
 		s := startServerWith(t, serverOptions{
 			DataDir:  t.TempDir(),
 			DSN:      dsn,
 			AdminKey: c.adminKey,
-			Args:     append([]string{"--redis-addr", r.Addr}, args...),
+			Args:     slices.Clone(args),
 		})
 		conn, err := grpc.NewClient(s.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
@@ -78,7 +82,7 @@ func startCluster(t *testing.T, n int, dsn string, r *redisProc, args ...string)
 		c.insts = append(c.insts, &instance{server: s, name: fmt.Sprintf("keyward-%d", i), kc: keywardv1.NewKeyServiceClient(conn)})
 	}
 	for _, in := range c.insts {
-		if !in.WaitMsg(msgConfirmed, 1, 10*time.Second) {
+		if r != nil && !in.WaitMsg(msgConfirmed, 1, 10*time.Second) {
 			t.Fatalf("%s did not log %q within 10s of starting", in.name, msgConfirmed)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 var keyFields = []string{
 	"keyId", "displayName", "description", "environment", "state", "maskedKey", "scopes",
 	"metadata", "createTime", "updateTime", "expireTime", "lastUsedTime", "etag",
+	"ttl", "allowedCidrs", "rateLimit", "quota", "previousMaskedKey", "previousKeyExpireTime", "recoverable",
 }
 
 // TestRESTContract checks the HTTP details a real client depends on: status

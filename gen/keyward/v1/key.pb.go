@@ -182,8 +182,12 @@ type Key struct {
 	PreviousMaskedKey string `protobuf:"bytes,18,opt,name=previous_masked_key,json=previousMaskedKey,proto3" json:"previous_masked_key,omitempty"`
 	// Output only. When the replaced secret stops working.
 	PreviousKeyExpireTime *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=previous_key_expire_time,json=previousKeyExpireTime,proto3" json:"previous_key_expire_time,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Immutable. Whether the secret is also kept encrypted (AES-256-GCM under
+	// the server's master key), so that RevealKey can show it again. Refused
+	// when the server has no master key.
+	Recoverable   bool `protobuf:"varint,20,opt,name=recoverable,proto3" json:"recoverable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Key) Reset() {
@@ -349,6 +353,13 @@ func (x *Key) GetPreviousKeyExpireTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Key) GetRecoverable() bool {
+	if x != nil {
+		return x.Recoverable
+	}
+	return false
+}
+
 // A rate limit: on average limit requests per period, with bursts of up to
 // burst requests at once (GCRA). Requests over it are refused with
 // REASON_RATE_LIMITED and a retry_after.
@@ -495,7 +506,7 @@ var File_keyward_v1_key_proto protoreflect.FileDescriptor
 const file_keyward_v1_key_proto_rawDesc = "" +
 	"\n" +
 	"\x14keyward/v1/key.proto\x12\n" +
-	"keyward.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\a\n" +
+	"keyward.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8a\b\n" +
 	"\x03Key\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12 \n" +
@@ -521,7 +532,8 @@ const file_keyward_v1_key_proto_rawDesc = "" +
 	"rate_limit\x18\x10 \x01(\v2\x15.keyward.v1.RateLimitR\trateLimit\x12'\n" +
 	"\x05quota\x18\x11 \x01(\v2\x11.keyward.v1.QuotaR\x05quota\x12.\n" +
 	"\x13previous_masked_key\x18\x12 \x01(\tR\x11previousMaskedKey\x12S\n" +
-	"\x18previous_key_expire_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\x15previousKeyExpireTime\x1a;\n" +
+	"\x18previous_key_expire_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\x15previousKeyExpireTime\x12 \n" +
+	"\vrecoverable\x18\x14 \x01(\bR\vrecoverable\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"D\n" +

@@ -12,6 +12,7 @@ import (
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -23,6 +24,59 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// The response to a leak.
+type ReportLeakedKeyRequest_Action int32
+
+const (
+	ReportLeakedKeyRequest_ACTION_UNSPECIFIED ReportLeakedKeyRequest_Action = 0
+	// Disable the key: every integration using it stops.
+	ReportLeakedKeyRequest_ACTION_DISABLE ReportLeakedKeyRequest_Action = 1
+	// Replace the secret at once (no grace period): the leaked one stops
+	// working, and the new one is returned.
+	ReportLeakedKeyRequest_ACTION_REGENERATE ReportLeakedKeyRequest_Action = 2
+)
+
+// Enum value maps for ReportLeakedKeyRequest_Action.
+var (
+	ReportLeakedKeyRequest_Action_name = map[int32]string{
+		0: "ACTION_UNSPECIFIED",
+		1: "ACTION_DISABLE",
+		2: "ACTION_REGENERATE",
+	}
+	ReportLeakedKeyRequest_Action_value = map[string]int32{
+		"ACTION_UNSPECIFIED": 0,
+		"ACTION_DISABLE":     1,
+		"ACTION_REGENERATE":  2,
+	}
+)
+
+func (x ReportLeakedKeyRequest_Action) Enum() *ReportLeakedKeyRequest_Action {
+	p := new(ReportLeakedKeyRequest_Action)
+	*p = x
+	return p
+}
+
+func (x ReportLeakedKeyRequest_Action) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ReportLeakedKeyRequest_Action) Descriptor() protoreflect.EnumDescriptor {
+	return file_keyward_v1_key_service_proto_enumTypes[0].Descriptor()
+}
+
+func (ReportLeakedKeyRequest_Action) Type() protoreflect.EnumType {
+	return &file_keyward_v1_key_service_proto_enumTypes[0]
+}
+
+func (x ReportLeakedKeyRequest_Action) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ReportLeakedKeyRequest_Action.Descriptor instead.
+func (ReportLeakedKeyRequest_Action) EnumDescriptor() ([]byte, []int) {
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{2, 0}
+}
 
 // Why a key was accepted or refused.
 type ValidateResponse_Reason int32
@@ -82,11 +136,11 @@ func (x ValidateResponse_Reason) String() string {
 }
 
 func (ValidateResponse_Reason) Descriptor() protoreflect.EnumDescriptor {
-	return file_keyward_v1_key_service_proto_enumTypes[0].Descriptor()
+	return file_keyward_v1_key_service_proto_enumTypes[1].Descriptor()
 }
 
 func (ValidateResponse_Reason) Type() protoreflect.EnumType {
-	return &file_keyward_v1_key_service_proto_enumTypes[0]
+	return &file_keyward_v1_key_service_proto_enumTypes[1]
 }
 
 func (x ValidateResponse_Reason) Number() protoreflect.EnumNumber {
@@ -95,7 +149,685 @@ func (x ValidateResponse_Reason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ValidateResponse_Reason.Descriptor instead.
 func (ValidateResponse_Reason) EnumDescriptor() ([]byte, []int) {
-	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{17, 0}
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{27, 0}
+}
+
+type RevealKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyId         string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevealKeyRequest) Reset() {
+	*x = RevealKeyRequest{}
+	mi := &file_keyward_v1_key_service_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevealKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevealKeyRequest) ProtoMessage() {}
+
+func (x *RevealKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyward_v1_key_service_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevealKeyRequest.ProtoReflect.Descriptor instead.
+func (*RevealKeyRequest) Descriptor() ([]byte, []int) {
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RevealKeyRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+type RevealKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           *Key                   `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Secret        string                 `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevealKeyResponse) Reset() {
+	*x = RevealKeyResponse{}
+	mi := &file_keyward_v1_key_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevealKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevealKeyResponse) ProtoMessage() {}
+
+func (x *RevealKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyward_v1_key_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevealKeyResponse.ProtoReflect.Descriptor instead.
+func (*RevealKeyResponse) Descriptor() ([]byte, []int) {
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RevealKeyResponse) GetKey() *Key {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *RevealKeyResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+type ReportLeakedKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The leaked secret, or (if it is not at hand) the key's id.
+	//
+	// Types that are valid to be assigned to Target:
+	//
+	//	*ReportLeakedKeyRequest_Secret
+	//	*ReportLeakedKeyRequest_KeyId
+	Target isReportLeakedKeyRequest_Target `protobuf_oneof:"target"`
+	// What to do with the key.
+	Action ReportLeakedKeyRequest_Action `protobuf:"varint,3,opt,name=action,proto3,enum=keyward.v1.ReportLeakedKeyRequest_Action" json:"action,omitempty"`
+	// Why, for the audit trail (e.g. where the secret was found). Up to 2000 characters.
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportLeakedKeyRequest) Reset() {
+	*x = ReportLeakedKeyRequest{}
+	mi := &file_keyward_v1_key_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportLeakedKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportLeakedKeyRequest) ProtoMessage() {}
+
+func (x *ReportLeakedKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyward_v1_key_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportLeakedKeyRequest.ProtoReflect.Descriptor instead.
+func (*ReportLeakedKeyRequest) Descriptor() ([]byte, []int) {
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ReportLeakedKeyRequest) GetTarget() isReportLeakedKeyRequest_Target {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *ReportLeakedKeyRequest) GetSecret() string {
+	if x != nil {
+		if x, ok := x.Target.(*ReportLeakedKeyRequest_Secret); ok {
+			return x.Secret
+		}
+	}
+	return ""
+}
+
+func (x *ReportLeakedKeyRequest) GetKeyId() string {
+	if x != nil {
+		if x, ok := x.Target.(*ReportLeakedKeyRequest_KeyId); ok {
+			return x.KeyId
+		}
+	}
+	return ""
+}
+
+func (x *ReportLeakedKeyRequest) GetAction() ReportLeakedKeyRequest_Action {
+	if x != nil {
+		return x.Action
+	}
+	return ReportLeakedKeyRequest_ACTION_UNSPECIFIED
+}
+
+func (x *ReportLeakedKeyRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type isReportLeakedKeyRequest_Target interface {
+	isReportLeakedKeyRequest_Target()
+}
+
+type ReportLeakedKeyRequest_Secret struct {
+	Secret string `protobuf:"bytes,1,opt,name=secret,proto3,oneof"`
+}
+
+type ReportLeakedKeyRequest_KeyId struct {
+	KeyId string `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3,oneof"`
+}
+
+func (*ReportLeakedKeyRequest_Secret) isReportLeakedKeyRequest_Target() {}
+
+func (*ReportLeakedKeyRequest_KeyId) isReportLeakedKeyRequest_Target() {}
+
+type ReportLeakedKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   *Key                   `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The new secret, with ACTION_REGENERATE.
+	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportLeakedKeyResponse) Reset() {
+	*x = ReportLeakedKeyResponse{}
+	mi := &file_keyward_v1_key_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportLeakedKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportLeakedKeyResponse) ProtoMessage() {}
+
+func (x *ReportLeakedKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyward_v1_key_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportLeakedKeyResponse.ProtoReflect.Descriptor instead.
+func (*ReportLeakedKeyResponse) Descriptor() ([]byte, []int) {
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ReportLeakedKeyResponse) GetKey() *Key {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *ReportLeakedKeyResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+// One entry of the audit trail. Entries form a hash chain: each carries the
+// hash of the one before, so an edited or deleted entry is detectable
+// (keyward audit verify).
+type AuditEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Increases by one with every event.
+	Sequence  int64                  `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	EventTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=event_time,json=eventTime,proto3" json:"event_time,omitempty"`
+	// The admin key that acted ("" for a failed sign-in).
+	ActorKeyId string `protobuf:"bytes,3,opt,name=actor_key_id,json=actorKeyId,proto3" json:"actor_key_id,omitempty"`
+	// key.create, key.update, key.enable, key.disable, key.regenerate,
+	// key.delete, key.reveal, key.leak_reported, admin.sign_in_failed.
+	Action string `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`
+	KeyId  string `protobuf:"bytes,5,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// The client address the request came from.
+	SourceAddress string `protobuf:"bytes,6,opt,name=source_address,json=sourceAddress,proto3" json:"source_address,omitempty"`
+	// The key before and after the change (non-secret fields only).
+	Before *Key `protobuf:"bytes,7,opt,name=before,proto3" json:"before,omitempty"`
+	After  *Key `protobuf:"bytes,8,opt,name=after,proto3" json:"after,omitempty"`
+	// The fields an update changed.
+	ChangedFields []string `protobuf:"bytes,9,rep,name=changed_fields,json=changedFields,proto3" json:"changed_fields,omitempty"`
+	// Free text: a leak report's reason, a failed sign-in's cause.
+	Detail string `protobuf:"bytes,10,opt,name=detail,proto3" json:"detail,omitempty"`
+	// Hex SHA-256 of the previous event's hash and this event's content.
+	Hash          string `protobuf:"bytes,11,opt,name=hash,proto3" json:"hash,omitempty"`
+	PreviousHash  string `protobuf:"bytes,12,opt,name=previous_hash,json=previousHash,proto3" json:"previous_hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditEvent) Reset() {
+	*x = AuditEvent{}
+	mi := &file_keyward_v1_key_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditEvent) ProtoMessage() {}
+
+func (x *AuditEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_keyward_v1_key_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
+func (*AuditEvent) Descriptor() ([]byte, []int) {
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *AuditEvent) GetSequence() int64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *AuditEvent) GetEventTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EventTime
+	}
+	return nil
+}
+
+func (x *AuditEvent) GetActorKeyId() string {
+	if x != nil {
+		return x.ActorKeyId
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetSourceAddress() string {
+	if x != nil {
+		return x.SourceAddress
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetBefore() *Key {
+	if x != nil {
+		return x.Before
+	}
+	return nil
+}
+
+func (x *AuditEvent) GetAfter() *Key {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
+func (x *AuditEvent) GetChangedFields() []string {
+	if x != nil {
+		return x.ChangedFields
+	}
+	return nil
+}
+
+func (x *AuditEvent) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetPreviousHash() string {
+	if x != nil {
+		return x.PreviousHash
+	}
+	return ""
+}
+
+type ListAuditEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this key's events.
+	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// Default 50, at most 1000.
+	PageSize      int32  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditEventsRequest) Reset() {
+	*x = ListAuditEventsRequest{}
+	mi := &file_keyward_v1_key_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditEventsRequest) ProtoMessage() {}
+
+func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyward_v1_key_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
+func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ListAuditEventsRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *ListAuditEventsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAuditEventsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListAuditEventsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AuditEvents   []*AuditEvent          `protobuf:"bytes,1,rep,name=audit_events,json=auditEvents,proto3" json:"audit_events,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditEventsResponse) Reset() {
+	*x = ListAuditEventsResponse{}
+	mi := &file_keyward_v1_key_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditEventsResponse) ProtoMessage() {}
+
+func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyward_v1_key_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
+func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListAuditEventsResponse) GetAuditEvents() []*AuditEvent {
+	if x != nil {
+		return x.AuditEvents
+	}
+	return nil
+}
+
+func (x *ListAuditEventsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type GetKeyUsageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	KeyId string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// Default: 24 hours before end_time.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// Default: now.
+	EndTime       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetKeyUsageRequest) Reset() {
+	*x = GetKeyUsageRequest{}
+	mi := &file_keyward_v1_key_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetKeyUsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetKeyUsageRequest) ProtoMessage() {}
+
+func (x *GetKeyUsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyward_v1_key_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetKeyUsageRequest.ProtoReflect.Descriptor instead.
+func (*GetKeyUsageRequest) Descriptor() ([]byte, []int) {
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *GetKeyUsageRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *GetKeyUsageRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *GetKeyUsageRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+type GetKeyUsageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One entry per hour with any verification, oldest first.
+	Buckets       []*UsageBucket         `protobuf:"bytes,1,rep,name=buckets,proto3" json:"buckets,omitempty"`
+	LastUsedTime  *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=last_used_time,json=lastUsedTime,proto3" json:"last_used_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetKeyUsageResponse) Reset() {
+	*x = GetKeyUsageResponse{}
+	mi := &file_keyward_v1_key_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetKeyUsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetKeyUsageResponse) ProtoMessage() {}
+
+func (x *GetKeyUsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyward_v1_key_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetKeyUsageResponse.ProtoReflect.Descriptor instead.
+func (*GetKeyUsageResponse) Descriptor() ([]byte, []int) {
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *GetKeyUsageResponse) GetBuckets() []*UsageBucket {
+	if x != nil {
+		return x.Buckets
+	}
+	return nil
+}
+
+func (x *GetKeyUsageResponse) GetLastUsedTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUsedTime
+	}
+	return nil
+}
+
+// Verifications of one key in one hour.
+type UsageBucket struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// Counts by outcome: the ValidateResponse.Reason names (REASON_VALID, …).
+	Counts        map[string]int64 `protobuf:"bytes,2,rep,name=counts,proto3" json:"counts,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageBucket) Reset() {
+	*x = UsageBucket{}
+	mi := &file_keyward_v1_key_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageBucket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageBucket) ProtoMessage() {}
+
+func (x *UsageBucket) ProtoReflect() protoreflect.Message {
+	mi := &file_keyward_v1_key_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageBucket.ProtoReflect.Descriptor instead.
+func (*UsageBucket) Descriptor() ([]byte, []int) {
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *UsageBucket) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *UsageBucket) GetCounts() map[string]int64 {
+	if x != nil {
+		return x.Counts
+	}
+	return nil
 }
 
 type CreateKeyRequest struct {
@@ -113,7 +845,7 @@ type CreateKeyRequest struct {
 
 func (x *CreateKeyRequest) Reset() {
 	*x = CreateKeyRequest{}
-	mi := &file_keyward_v1_key_service_proto_msgTypes[0]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -125,7 +857,7 @@ func (x *CreateKeyRequest) String() string {
 func (*CreateKeyRequest) ProtoMessage() {}
 
 func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyward_v1_key_service_proto_msgTypes[0]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -138,7 +870,7 @@ func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{0}
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateKeyRequest) GetKey() *Key {
@@ -166,7 +898,7 @@ type CreateKeyResponse struct {
 
 func (x *CreateKeyResponse) Reset() {
 	*x = CreateKeyResponse{}
-	mi := &file_keyward_v1_key_service_proto_msgTypes[1]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -178,7 +910,7 @@ func (x *CreateKeyResponse) String() string {
 func (*CreateKeyResponse) ProtoMessage() {}
 
 func (x *CreateKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyward_v1_key_service_proto_msgTypes[1]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -191,7 +923,7 @@ func (x *CreateKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{1}
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CreateKeyResponse) GetKey() *Key {
@@ -217,7 +949,7 @@ type GetKeyRequest struct {
 
 func (x *GetKeyRequest) Reset() {
 	*x = GetKeyRequest{}
-	mi := &file_keyward_v1_key_service_proto_msgTypes[2]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -229,7 +961,7 @@ func (x *GetKeyRequest) String() string {
 func (*GetKeyRequest) ProtoMessage() {}
 
 func (x *GetKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyward_v1_key_service_proto_msgTypes[2]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -242,7 +974,7 @@ func (x *GetKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{2}
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetKeyRequest) GetKeyId() string {
@@ -261,7 +993,7 @@ type GetKeyResponse struct {
 
 func (x *GetKeyResponse) Reset() {
 	*x = GetKeyResponse{}
-	mi := &file_keyward_v1_key_service_proto_msgTypes[3]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -273,7 +1005,7 @@ func (x *GetKeyResponse) String() string {
 func (*GetKeyResponse) ProtoMessage() {}
 
 func (x *GetKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyward_v1_key_service_proto_msgTypes[3]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -286,7 +1018,7 @@ func (x *GetKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKeyResponse.ProtoReflect.Descriptor instead.
 func (*GetKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{3}
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetKeyResponse) GetKey() *Key {
@@ -304,14 +1036,17 @@ type ListKeysRequest struct {
 	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// Matches the display name (case-insensitive substring), a full secret (by
 	// hash) or the typed beginning of a secret (by its stored visible start).
-	Query         string `protobuf:"bytes,3,opt,name=query,proto3" json:"query,omitempty"`
+	Query string `protobuf:"bytes,3,opt,name=query,proto3" json:"query,omitempty"`
+	// If set, only keys not used successfully for this many days (never used
+	// ones count from their creation): candidates to disable.
+	UnusedDays    int32 `protobuf:"varint,4,opt,name=unused_days,json=unusedDays,proto3" json:"unused_days,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListKeysRequest) Reset() {
 	*x = ListKeysRequest{}
-	mi := &file_keyward_v1_key_service_proto_msgTypes[4]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -323,7 +1058,7 @@ func (x *ListKeysRequest) String() string {
 func (*ListKeysRequest) ProtoMessage() {}
 
 func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyward_v1_key_service_proto_msgTypes[4]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -336,7 +1071,7 @@ func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListKeysRequest) Descriptor() ([]byte, []int) {
-	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{4}
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListKeysRequest) GetPageSize() int32 {
@@ -360,6 +1095,13 @@ func (x *ListKeysRequest) GetQuery() string {
 	return ""
 }
 
+func (x *ListKeysRequest) GetUnusedDays() int32 {
+	if x != nil {
+		return x.UnusedDays
+	}
+	return 0
+}
+
 type ListKeysResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Keys  []*Key                 `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
@@ -371,7 +1113,7 @@ type ListKeysResponse struct {
 
 func (x *ListKeysResponse) Reset() {
 	*x = ListKeysResponse{}
-	mi := &file_keyward_v1_key_service_proto_msgTypes[5]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -383,7 +1125,7 @@ func (x *ListKeysResponse) String() string {
 func (*ListKeysResponse) ProtoMessage() {}
 
 func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyward_v1_key_service_proto_msgTypes[5]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -396,7 +1138,7 @@ func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListKeysResponse) Descriptor() ([]byte, []int) {
-	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{5}
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListKeysResponse) GetKeys() []*Key {
@@ -427,7 +1169,7 @@ type UpdateKeyRequest struct {
 
 func (x *UpdateKeyRequest) Reset() {
 	*x = UpdateKeyRequest{}
-	mi := &file_keyward_v1_key_service_proto_msgTypes[6]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -439,7 +1181,7 @@ func (x *UpdateKeyRequest) String() string {
 func (*UpdateKeyRequest) ProtoMessage() {}
 
 func (x *UpdateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyward_v1_key_service_proto_msgTypes[6]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -452,7 +1194,7 @@ func (x *UpdateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateKeyRequest.ProtoReflect.Descriptor instead.
 func (*UpdateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{6}
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UpdateKeyRequest) GetKey() *Key {
@@ -478,7 +1220,7 @@ type UpdateKeyResponse struct {
 
 func (x *UpdateKeyResponse) Reset() {
 	*x = UpdateKeyResponse{}
-	mi := &file_keyward_v1_key_service_proto_msgTypes[7]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -490,7 +1232,7 @@ func (x *UpdateKeyResponse) String() string {
 func (*UpdateKeyResponse) ProtoMessage() {}
 
 func (x *UpdateKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyward_v1_key_service_proto_msgTypes[7]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -503,7 +1245,7 @@ func (x *UpdateKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateKeyResponse.ProtoReflect.Descriptor instead.
 func (*UpdateKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{7}
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UpdateKeyResponse) GetKey() *Key {
@@ -524,7 +1266,7 @@ type EnableKeyRequest struct {
 
 func (x *EnableKeyRequest) Reset() {
 	*x = EnableKeyRequest{}
-	mi := &file_keyward_v1_key_service_proto_msgTypes[8]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -536,7 +1278,7 @@ func (x *EnableKeyRequest) String() string {
 func (*EnableKeyRequest) ProtoMessage() {}
 
 func (x *EnableKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyward_v1_key_service_proto_msgTypes[8]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -549,7 +1291,7 @@ func (x *EnableKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableKeyRequest.ProtoReflect.Descriptor instead.
 func (*EnableKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{8}
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *EnableKeyRequest) GetKeyId() string {
@@ -575,7 +1317,7 @@ type EnableKeyResponse struct {
 
 func (x *EnableKeyResponse) Reset() {
 	*x = EnableKeyResponse{}
-	mi := &file_keyward_v1_key_service_proto_msgTypes[9]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -587,7 +1329,7 @@ func (x *EnableKeyResponse) String() string {
 func (*EnableKeyResponse) ProtoMessage() {}
 
 func (x *EnableKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyward_v1_key_service_proto_msgTypes[9]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -600,7 +1342,7 @@ func (x *EnableKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableKeyResponse.ProtoReflect.Descriptor instead.
 func (*EnableKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{9}
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *EnableKeyResponse) GetKey() *Key {
@@ -621,7 +1363,7 @@ type DisableKeyRequest struct {
 
 func (x *DisableKeyRequest) Reset() {
 	*x = DisableKeyRequest{}
-	mi := &file_keyward_v1_key_service_proto_msgTypes[10]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -633,7 +1375,7 @@ func (x *DisableKeyRequest) String() string {
 func (*DisableKeyRequest) ProtoMessage() {}
 
 func (x *DisableKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyward_v1_key_service_proto_msgTypes[10]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -646,7 +1388,7 @@ func (x *DisableKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableKeyRequest.ProtoReflect.Descriptor instead.
 func (*DisableKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{10}
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DisableKeyRequest) GetKeyId() string {
@@ -672,7 +1414,7 @@ type DisableKeyResponse struct {
 
 func (x *DisableKeyResponse) Reset() {
 	*x = DisableKeyResponse{}
-	mi := &file_keyward_v1_key_service_proto_msgTypes[11]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +1426,7 @@ func (x *DisableKeyResponse) String() string {
 func (*DisableKeyResponse) ProtoMessage() {}
 
 func (x *DisableKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyward_v1_key_service_proto_msgTypes[11]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +1439,7 @@ func (x *DisableKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableKeyResponse.ProtoReflect.Descriptor instead.
 func (*DisableKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{11}
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DisableKeyResponse) GetKey() *Key {
@@ -722,7 +1464,7 @@ type RegenerateKeyRequest struct {
 
 func (x *RegenerateKeyRequest) Reset() {
 	*x = RegenerateKeyRequest{}
-	mi := &file_keyward_v1_key_service_proto_msgTypes[12]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -734,7 +1476,7 @@ func (x *RegenerateKeyRequest) String() string {
 func (*RegenerateKeyRequest) ProtoMessage() {}
 
 func (x *RegenerateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyward_v1_key_service_proto_msgTypes[12]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -747,7 +1489,7 @@ func (x *RegenerateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegenerateKeyRequest.ProtoReflect.Descriptor instead.
 func (*RegenerateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{12}
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RegenerateKeyRequest) GetKeyId() string {
@@ -782,7 +1524,7 @@ type RegenerateKeyResponse struct {
 
 func (x *RegenerateKeyResponse) Reset() {
 	*x = RegenerateKeyResponse{}
-	mi := &file_keyward_v1_key_service_proto_msgTypes[13]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -794,7 +1536,7 @@ func (x *RegenerateKeyResponse) String() string {
 func (*RegenerateKeyResponse) ProtoMessage() {}
 
 func (x *RegenerateKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyward_v1_key_service_proto_msgTypes[13]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -807,7 +1549,7 @@ func (x *RegenerateKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegenerateKeyResponse.ProtoReflect.Descriptor instead.
 func (*RegenerateKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{13}
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RegenerateKeyResponse) GetKey() *Key {
@@ -835,7 +1577,7 @@ type DeleteKeyRequest struct {
 
 func (x *DeleteKeyRequest) Reset() {
 	*x = DeleteKeyRequest{}
-	mi := &file_keyward_v1_key_service_proto_msgTypes[14]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +1589,7 @@ func (x *DeleteKeyRequest) String() string {
 func (*DeleteKeyRequest) ProtoMessage() {}
 
 func (x *DeleteKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyward_v1_key_service_proto_msgTypes[14]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +1602,7 @@ func (x *DeleteKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteKeyRequest.ProtoReflect.Descriptor instead.
 func (*DeleteKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{14}
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DeleteKeyRequest) GetKeyId() string {
@@ -885,7 +1627,7 @@ type DeleteKeyResponse struct {
 
 func (x *DeleteKeyResponse) Reset() {
 	*x = DeleteKeyResponse{}
-	mi := &file_keyward_v1_key_service_proto_msgTypes[15]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +1639,7 @@ func (x *DeleteKeyResponse) String() string {
 func (*DeleteKeyResponse) ProtoMessage() {}
 
 func (x *DeleteKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyward_v1_key_service_proto_msgTypes[15]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1652,7 @@ func (x *DeleteKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteKeyResponse.ProtoReflect.Descriptor instead.
 func (*DeleteKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{15}
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{25}
 }
 
 type ValidateRequest struct {
@@ -930,7 +1672,7 @@ type ValidateRequest struct {
 
 func (x *ValidateRequest) Reset() {
 	*x = ValidateRequest{}
-	mi := &file_keyward_v1_key_service_proto_msgTypes[16]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1684,7 @@ func (x *ValidateRequest) String() string {
 func (*ValidateRequest) ProtoMessage() {}
 
 func (x *ValidateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyward_v1_key_service_proto_msgTypes[16]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1697,7 @@ func (x *ValidateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateRequest.ProtoReflect.Descriptor instead.
 func (*ValidateRequest) Descriptor() ([]byte, []int) {
-	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{16}
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ValidateRequest) GetKey() string {
@@ -1005,7 +1747,7 @@ type ValidateResponse struct {
 
 func (x *ValidateResponse) Reset() {
 	*x = ValidateResponse{}
-	mi := &file_keyward_v1_key_service_proto_msgTypes[17]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1017,7 +1759,7 @@ func (x *ValidateResponse) String() string {
 func (*ValidateResponse) ProtoMessage() {}
 
 func (x *ValidateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyward_v1_key_service_proto_msgTypes[17]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1030,7 +1772,7 @@ func (x *ValidateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateResponse.ProtoReflect.Descriptor instead.
 func (*ValidateResponse) Descriptor() ([]byte, []int) {
-	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{17}
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ValidateResponse) GetValid() bool {
@@ -1090,7 +1832,7 @@ type RateLimitStatus struct {
 
 func (x *RateLimitStatus) Reset() {
 	*x = RateLimitStatus{}
-	mi := &file_keyward_v1_key_service_proto_msgTypes[18]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1102,7 +1844,7 @@ func (x *RateLimitStatus) String() string {
 func (*RateLimitStatus) ProtoMessage() {}
 
 func (x *RateLimitStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_keyward_v1_key_service_proto_msgTypes[18]
+	mi := &file_keyward_v1_key_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1115,7 +1857,7 @@ func (x *RateLimitStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimitStatus.ProtoReflect.Descriptor instead.
 func (*RateLimitStatus) Descriptor() ([]byte, []int) {
-	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{18}
+	return file_keyward_v1_key_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RateLimitStatus) GetLimit() int64 {
@@ -1144,7 +1886,65 @@ var File_keyward_v1_key_service_proto protoreflect.FileDescriptor
 const file_keyward_v1_key_service_proto_rawDesc = "" +
 	"\n" +
 	"\x1ckeyward/v1/key_service.proto\x12\n" +
-	"keyward.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x14keyward/v1/key.proto\"T\n" +
+	"keyward.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14keyward/v1/key.proto\")\n" +
+	"\x10RevealKeyRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"N\n" +
+	"\x11RevealKeyResponse\x12!\n" +
+	"\x03key\x18\x01 \x01(\v2\x0f.keyward.v1.KeyR\x03key\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"\xfd\x01\n" +
+	"\x16ReportLeakedKeyRequest\x12\x18\n" +
+	"\x06secret\x18\x01 \x01(\tH\x00R\x06secret\x12\x17\n" +
+	"\x06key_id\x18\x02 \x01(\tH\x00R\x05keyId\x12A\n" +
+	"\x06action\x18\x03 \x01(\x0e2).keyward.v1.ReportLeakedKeyRequest.ActionR\x06action\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"K\n" +
+	"\x06Action\x12\x16\n" +
+	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eACTION_DISABLE\x10\x01\x12\x15\n" +
+	"\x11ACTION_REGENERATE\x10\x02B\b\n" +
+	"\x06target\"T\n" +
+	"\x17ReportLeakedKeyResponse\x12!\n" +
+	"\x03key\x18\x01 \x01(\v2\x0f.keyward.v1.KeyR\x03key\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"\xa3\x03\n" +
+	"\n" +
+	"AuditEvent\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x03R\bsequence\x129\n" +
+	"\n" +
+	"event_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\teventTime\x12 \n" +
+	"\factor_key_id\x18\x03 \x01(\tR\n" +
+	"actorKeyId\x12\x16\n" +
+	"\x06action\x18\x04 \x01(\tR\x06action\x12\x15\n" +
+	"\x06key_id\x18\x05 \x01(\tR\x05keyId\x12%\n" +
+	"\x0esource_address\x18\x06 \x01(\tR\rsourceAddress\x12'\n" +
+	"\x06before\x18\a \x01(\v2\x0f.keyward.v1.KeyR\x06before\x12%\n" +
+	"\x05after\x18\b \x01(\v2\x0f.keyward.v1.KeyR\x05after\x12%\n" +
+	"\x0echanged_fields\x18\t \x03(\tR\rchangedFields\x12\x16\n" +
+	"\x06detail\x18\n" +
+	" \x01(\tR\x06detail\x12\x12\n" +
+	"\x04hash\x18\v \x01(\tR\x04hash\x12#\n" +
+	"\rprevious_hash\x18\f \x01(\tR\fpreviousHash\"k\n" +
+	"\x16ListAuditEventsRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"|\n" +
+	"\x17ListAuditEventsResponse\x129\n" +
+	"\faudit_events\x18\x01 \x03(\v2\x16.keyward.v1.AuditEventR\vauditEvents\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x9d\x01\n" +
+	"\x12GetKeyUsageRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x129\n" +
+	"\n" +
+	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"\x8a\x01\n" +
+	"\x13GetKeyUsageResponse\x121\n" +
+	"\abuckets\x18\x01 \x03(\v2\x17.keyward.v1.UsageBucketR\abuckets\x12@\n" +
+	"\x0elast_used_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\flastUsedTime\"\xc0\x01\n" +
+	"\vUsageBucket\x129\n" +
+	"\n" +
+	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12;\n" +
+	"\x06counts\x18\x02 \x03(\v2#.keyward.v1.UsageBucket.CountsEntryR\x06counts\x1a9\n" +
+	"\vCountsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"T\n" +
 	"\x10CreateKeyRequest\x12!\n" +
 	"\x03key\x18\x01 \x01(\v2\x0f.keyward.v1.KeyR\x03key\x12\x1d\n" +
 	"\n" +
@@ -1155,12 +1955,14 @@ const file_keyward_v1_key_service_proto_rawDesc = "" +
 	"\rGetKeyRequest\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"3\n" +
 	"\x0eGetKeyResponse\x12!\n" +
-	"\x03key\x18\x01 \x01(\v2\x0f.keyward.v1.KeyR\x03key\"c\n" +
+	"\x03key\x18\x01 \x01(\v2\x0f.keyward.v1.KeyR\x03key\"\x84\x01\n" +
 	"\x0fListKeysRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x14\n" +
-	"\x05query\x18\x03 \x01(\tR\x05query\"_\n" +
+	"\x05query\x18\x03 \x01(\tR\x05query\x12\x1f\n" +
+	"\vunused_days\x18\x04 \x01(\x05R\n" +
+	"unusedDays\"_\n" +
 	"\x10ListKeysResponse\x12#\n" +
 	"\x04keys\x18\x01 \x03(\v2\x0f.keyward.v1.KeyR\x04keys\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"r\n" +
@@ -1223,7 +2025,7 @@ const file_keyward_v1_key_service_proto_rawDesc = "" +
 	"\x05limit\x18\x01 \x01(\x03R\x05limit\x12\x1c\n" +
 	"\tremaining\x18\x02 \x01(\x03R\tremaining\x12:\n" +
 	"\vreset_after\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\n" +
-	"resetAfter2\xe5\a\n" +
+	"resetAfter2\xb8\v\n" +
 	"\n" +
 	"KeyService\x12_\n" +
 	"\tCreateKey\x12\x1c.keyward.v1.CreateKeyRequest\x1a\x1d.keyward.v1.CreateKeyResponse\"\x15\x82\xd3\xe4\x93\x02\x0f:\x03key\"\b/v1/keys\x12_\n" +
@@ -1234,7 +2036,11 @@ const file_keyward_v1_key_service_proto_rawDesc = "" +
 	"\n" +
 	"DisableKey\x12\x1d.keyward.v1.DisableKeyRequest\x1a\x1e.keyward.v1.DisableKeyResponse\")\x82\xd3\xe4\x93\x02#:\x01*b\x03key\"\x19/v1/keys/{key_id}:disable\x12}\n" +
 	"\rRegenerateKey\x12 .keyward.v1.RegenerateKeyRequest\x1a!.keyward.v1.RegenerateKeyResponse\"'\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/keys/{key_id}:regenerate\x12c\n" +
-	"\tDeleteKey\x12\x1c.keyward.v1.DeleteKeyRequest\x1a\x1d.keyward.v1.DeleteKeyResponse\"\x19\x82\xd3\xe4\x93\x02\x13*\x11/v1/keys/{key_id}\x12c\n" +
+	"\tDeleteKey\x12\x1c.keyward.v1.DeleteKeyRequest\x1a\x1d.keyward.v1.DeleteKeyResponse\"\x19\x82\xd3\xe4\x93\x02\x13*\x11/v1/keys/{key_id}\x12m\n" +
+	"\tRevealKey\x12\x1c.keyward.v1.RevealKeyRequest\x1a\x1d.keyward.v1.RevealKeyResponse\"#\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/keys/{key_id}:reveal\x12|\n" +
+	"\x0fReportLeakedKey\x12\".keyward.v1.ReportLeakedKeyRequest\x1a#.keyward.v1.ReportLeakedKeyResponse\" \x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/v1/keys:reportLeaked\x12s\n" +
+	"\x0fListAuditEvents\x12\".keyward.v1.ListAuditEventsRequest\x1a#.keyward.v1.ListAuditEventsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/auditEvents\x12o\n" +
+	"\vGetKeyUsage\x12\x1e.keyward.v1.GetKeyUsageRequest\x1a\x1f.keyward.v1.GetKeyUsageResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/keys/{key_id}/usage\x12c\n" +
 	"\bValidate\x12\x1b.keyward.v1.ValidateRequest\x1a\x1c.keyward.v1.ValidateResponse\"\x1c\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/keys:validateB5Z3github.com/keyward/keyward/gen/keyward/v1;keywardv1b\x06proto3"
 
 var (
@@ -1249,73 +2055,107 @@ func file_keyward_v1_key_service_proto_rawDescGZIP() []byte {
 	return file_keyward_v1_key_service_proto_rawDescData
 }
 
-var file_keyward_v1_key_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_keyward_v1_key_service_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_keyward_v1_key_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_keyward_v1_key_service_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_keyward_v1_key_service_proto_goTypes = []any{
-	(ValidateResponse_Reason)(0),  // 0: keyward.v1.ValidateResponse.Reason
-	(*CreateKeyRequest)(nil),      // 1: keyward.v1.CreateKeyRequest
-	(*CreateKeyResponse)(nil),     // 2: keyward.v1.CreateKeyResponse
-	(*GetKeyRequest)(nil),         // 3: keyward.v1.GetKeyRequest
-	(*GetKeyResponse)(nil),        // 4: keyward.v1.GetKeyResponse
-	(*ListKeysRequest)(nil),       // 5: keyward.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),      // 6: keyward.v1.ListKeysResponse
-	(*UpdateKeyRequest)(nil),      // 7: keyward.v1.UpdateKeyRequest
-	(*UpdateKeyResponse)(nil),     // 8: keyward.v1.UpdateKeyResponse
-	(*EnableKeyRequest)(nil),      // 9: keyward.v1.EnableKeyRequest
-	(*EnableKeyResponse)(nil),     // 10: keyward.v1.EnableKeyResponse
-	(*DisableKeyRequest)(nil),     // 11: keyward.v1.DisableKeyRequest
-	(*DisableKeyResponse)(nil),    // 12: keyward.v1.DisableKeyResponse
-	(*RegenerateKeyRequest)(nil),  // 13: keyward.v1.RegenerateKeyRequest
-	(*RegenerateKeyResponse)(nil), // 14: keyward.v1.RegenerateKeyResponse
-	(*DeleteKeyRequest)(nil),      // 15: keyward.v1.DeleteKeyRequest
-	(*DeleteKeyResponse)(nil),     // 16: keyward.v1.DeleteKeyResponse
-	(*ValidateRequest)(nil),       // 17: keyward.v1.ValidateRequest
-	(*ValidateResponse)(nil),      // 18: keyward.v1.ValidateResponse
-	(*RateLimitStatus)(nil),       // 19: keyward.v1.RateLimitStatus
-	(*Key)(nil),                   // 20: keyward.v1.Key
-	(*fieldmaskpb.FieldMask)(nil), // 21: google.protobuf.FieldMask
-	(*durationpb.Duration)(nil),   // 22: google.protobuf.Duration
+	(ReportLeakedKeyRequest_Action)(0), // 0: keyward.v1.ReportLeakedKeyRequest.Action
+	(ValidateResponse_Reason)(0),       // 1: keyward.v1.ValidateResponse.Reason
+	(*RevealKeyRequest)(nil),           // 2: keyward.v1.RevealKeyRequest
+	(*RevealKeyResponse)(nil),          // 3: keyward.v1.RevealKeyResponse
+	(*ReportLeakedKeyRequest)(nil),     // 4: keyward.v1.ReportLeakedKeyRequest
+	(*ReportLeakedKeyResponse)(nil),    // 5: keyward.v1.ReportLeakedKeyResponse
+	(*AuditEvent)(nil),                 // 6: keyward.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),     // 7: keyward.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),    // 8: keyward.v1.ListAuditEventsResponse
+	(*GetKeyUsageRequest)(nil),         // 9: keyward.v1.GetKeyUsageRequest
+	(*GetKeyUsageResponse)(nil),        // 10: keyward.v1.GetKeyUsageResponse
+	(*UsageBucket)(nil),                // 11: keyward.v1.UsageBucket
+	(*CreateKeyRequest)(nil),           // 12: keyward.v1.CreateKeyRequest
+	(*CreateKeyResponse)(nil),          // 13: keyward.v1.CreateKeyResponse
+	(*GetKeyRequest)(nil),              // 14: keyward.v1.GetKeyRequest
+	(*GetKeyResponse)(nil),             // 15: keyward.v1.GetKeyResponse
+	(*ListKeysRequest)(nil),            // 16: keyward.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),           // 17: keyward.v1.ListKeysResponse
+	(*UpdateKeyRequest)(nil),           // 18: keyward.v1.UpdateKeyRequest
+	(*UpdateKeyResponse)(nil),          // 19: keyward.v1.UpdateKeyResponse
+	(*EnableKeyRequest)(nil),           // 20: keyward.v1.EnableKeyRequest
+	(*EnableKeyResponse)(nil),          // 21: keyward.v1.EnableKeyResponse
+	(*DisableKeyRequest)(nil),          // 22: keyward.v1.DisableKeyRequest
+	(*DisableKeyResponse)(nil),         // 23: keyward.v1.DisableKeyResponse
+	(*RegenerateKeyRequest)(nil),       // 24: keyward.v1.RegenerateKeyRequest
+	(*RegenerateKeyResponse)(nil),      // 25: keyward.v1.RegenerateKeyResponse
+	(*DeleteKeyRequest)(nil),           // 26: keyward.v1.DeleteKeyRequest
+	(*DeleteKeyResponse)(nil),          // 27: keyward.v1.DeleteKeyResponse
+	(*ValidateRequest)(nil),            // 28: keyward.v1.ValidateRequest
+	(*ValidateResponse)(nil),           // 29: keyward.v1.ValidateResponse
+	(*RateLimitStatus)(nil),            // 30: keyward.v1.RateLimitStatus
+	nil,                                // 31: keyward.v1.UsageBucket.CountsEntry
+	(*Key)(nil),                        // 32: keyward.v1.Key
+	(*timestamppb.Timestamp)(nil),      // 33: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),      // 34: google.protobuf.FieldMask
+	(*durationpb.Duration)(nil),        // 35: google.protobuf.Duration
 }
 var file_keyward_v1_key_service_proto_depIdxs = []int32{
-	20, // 0: keyward.v1.CreateKeyRequest.key:type_name -> keyward.v1.Key
-	20, // 1: keyward.v1.CreateKeyResponse.key:type_name -> keyward.v1.Key
-	20, // 2: keyward.v1.GetKeyResponse.key:type_name -> keyward.v1.Key
-	20, // 3: keyward.v1.ListKeysResponse.keys:type_name -> keyward.v1.Key
-	20, // 4: keyward.v1.UpdateKeyRequest.key:type_name -> keyward.v1.Key
-	21, // 5: keyward.v1.UpdateKeyRequest.update_mask:type_name -> google.protobuf.FieldMask
-	20, // 6: keyward.v1.UpdateKeyResponse.key:type_name -> keyward.v1.Key
-	20, // 7: keyward.v1.EnableKeyResponse.key:type_name -> keyward.v1.Key
-	20, // 8: keyward.v1.DisableKeyResponse.key:type_name -> keyward.v1.Key
-	22, // 9: keyward.v1.RegenerateKeyRequest.grace_period:type_name -> google.protobuf.Duration
-	20, // 10: keyward.v1.RegenerateKeyResponse.key:type_name -> keyward.v1.Key
-	0,  // 11: keyward.v1.ValidateResponse.reason:type_name -> keyward.v1.ValidateResponse.Reason
-	20, // 12: keyward.v1.ValidateResponse.key:type_name -> keyward.v1.Key
-	22, // 13: keyward.v1.ValidateResponse.retry_after:type_name -> google.protobuf.Duration
-	19, // 14: keyward.v1.ValidateResponse.rate_limit:type_name -> keyward.v1.RateLimitStatus
-	22, // 15: keyward.v1.RateLimitStatus.reset_after:type_name -> google.protobuf.Duration
-	1,  // 16: keyward.v1.KeyService.CreateKey:input_type -> keyward.v1.CreateKeyRequest
-	3,  // 17: keyward.v1.KeyService.GetKey:input_type -> keyward.v1.GetKeyRequest
-	5,  // 18: keyward.v1.KeyService.ListKeys:input_type -> keyward.v1.ListKeysRequest
-	7,  // 19: keyward.v1.KeyService.UpdateKey:input_type -> keyward.v1.UpdateKeyRequest
-	9,  // 20: keyward.v1.KeyService.EnableKey:input_type -> keyward.v1.EnableKeyRequest
-	11, // 21: keyward.v1.KeyService.DisableKey:input_type -> keyward.v1.DisableKeyRequest
-	13, // 22: keyward.v1.KeyService.RegenerateKey:input_type -> keyward.v1.RegenerateKeyRequest
-	15, // 23: keyward.v1.KeyService.DeleteKey:input_type -> keyward.v1.DeleteKeyRequest
-	17, // 24: keyward.v1.KeyService.Validate:input_type -> keyward.v1.ValidateRequest
-	2,  // 25: keyward.v1.KeyService.CreateKey:output_type -> keyward.v1.CreateKeyResponse
-	4,  // 26: keyward.v1.KeyService.GetKey:output_type -> keyward.v1.GetKeyResponse
-	6,  // 27: keyward.v1.KeyService.ListKeys:output_type -> keyward.v1.ListKeysResponse
-	8,  // 28: keyward.v1.KeyService.UpdateKey:output_type -> keyward.v1.UpdateKeyResponse
-	10, // 29: keyward.v1.KeyService.EnableKey:output_type -> keyward.v1.EnableKeyResponse
-	12, // 30: keyward.v1.KeyService.DisableKey:output_type -> keyward.v1.DisableKeyResponse
-	14, // 31: keyward.v1.KeyService.RegenerateKey:output_type -> keyward.v1.RegenerateKeyResponse
-	16, // 32: keyward.v1.KeyService.DeleteKey:output_type -> keyward.v1.DeleteKeyResponse
-	18, // 33: keyward.v1.KeyService.Validate:output_type -> keyward.v1.ValidateResponse
-	25, // [25:34] is the sub-list for method output_type
-	16, // [16:25] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	32, // 0: keyward.v1.RevealKeyResponse.key:type_name -> keyward.v1.Key
+	0,  // 1: keyward.v1.ReportLeakedKeyRequest.action:type_name -> keyward.v1.ReportLeakedKeyRequest.Action
+	32, // 2: keyward.v1.ReportLeakedKeyResponse.key:type_name -> keyward.v1.Key
+	33, // 3: keyward.v1.AuditEvent.event_time:type_name -> google.protobuf.Timestamp
+	32, // 4: keyward.v1.AuditEvent.before:type_name -> keyward.v1.Key
+	32, // 5: keyward.v1.AuditEvent.after:type_name -> keyward.v1.Key
+	6,  // 6: keyward.v1.ListAuditEventsResponse.audit_events:type_name -> keyward.v1.AuditEvent
+	33, // 7: keyward.v1.GetKeyUsageRequest.start_time:type_name -> google.protobuf.Timestamp
+	33, // 8: keyward.v1.GetKeyUsageRequest.end_time:type_name -> google.protobuf.Timestamp
+	11, // 9: keyward.v1.GetKeyUsageResponse.buckets:type_name -> keyward.v1.UsageBucket
+	33, // 10: keyward.v1.GetKeyUsageResponse.last_used_time:type_name -> google.protobuf.Timestamp
+	33, // 11: keyward.v1.UsageBucket.start_time:type_name -> google.protobuf.Timestamp
+	31, // 12: keyward.v1.UsageBucket.counts:type_name -> keyward.v1.UsageBucket.CountsEntry
+	32, // 13: keyward.v1.CreateKeyRequest.key:type_name -> keyward.v1.Key
+	32, // 14: keyward.v1.CreateKeyResponse.key:type_name -> keyward.v1.Key
+	32, // 15: keyward.v1.GetKeyResponse.key:type_name -> keyward.v1.Key
+	32, // 16: keyward.v1.ListKeysResponse.keys:type_name -> keyward.v1.Key
+	32, // 17: keyward.v1.UpdateKeyRequest.key:type_name -> keyward.v1.Key
+	34, // 18: keyward.v1.UpdateKeyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	32, // 19: keyward.v1.UpdateKeyResponse.key:type_name -> keyward.v1.Key
+	32, // 20: keyward.v1.EnableKeyResponse.key:type_name -> keyward.v1.Key
+	32, // 21: keyward.v1.DisableKeyResponse.key:type_name -> keyward.v1.Key
+	35, // 22: keyward.v1.RegenerateKeyRequest.grace_period:type_name -> google.protobuf.Duration
+	32, // 23: keyward.v1.RegenerateKeyResponse.key:type_name -> keyward.v1.Key
+	1,  // 24: keyward.v1.ValidateResponse.reason:type_name -> keyward.v1.ValidateResponse.Reason
+	32, // 25: keyward.v1.ValidateResponse.key:type_name -> keyward.v1.Key
+	35, // 26: keyward.v1.ValidateResponse.retry_after:type_name -> google.protobuf.Duration
+	30, // 27: keyward.v1.ValidateResponse.rate_limit:type_name -> keyward.v1.RateLimitStatus
+	35, // 28: keyward.v1.RateLimitStatus.reset_after:type_name -> google.protobuf.Duration
+	12, // 29: keyward.v1.KeyService.CreateKey:input_type -> keyward.v1.CreateKeyRequest
+	14, // 30: keyward.v1.KeyService.GetKey:input_type -> keyward.v1.GetKeyRequest
+	16, // 31: keyward.v1.KeyService.ListKeys:input_type -> keyward.v1.ListKeysRequest
+	18, // 32: keyward.v1.KeyService.UpdateKey:input_type -> keyward.v1.UpdateKeyRequest
+	20, // 33: keyward.v1.KeyService.EnableKey:input_type -> keyward.v1.EnableKeyRequest
+	22, // 34: keyward.v1.KeyService.DisableKey:input_type -> keyward.v1.DisableKeyRequest
+	24, // 35: keyward.v1.KeyService.RegenerateKey:input_type -> keyward.v1.RegenerateKeyRequest
+	26, // 36: keyward.v1.KeyService.DeleteKey:input_type -> keyward.v1.DeleteKeyRequest
+	2,  // 37: keyward.v1.KeyService.RevealKey:input_type -> keyward.v1.RevealKeyRequest
+	4,  // 38: keyward.v1.KeyService.ReportLeakedKey:input_type -> keyward.v1.ReportLeakedKeyRequest
+	7,  // 39: keyward.v1.KeyService.ListAuditEvents:input_type -> keyward.v1.ListAuditEventsRequest
+	9,  // 40: keyward.v1.KeyService.GetKeyUsage:input_type -> keyward.v1.GetKeyUsageRequest
+	28, // 41: keyward.v1.KeyService.Validate:input_type -> keyward.v1.ValidateRequest
+	13, // 42: keyward.v1.KeyService.CreateKey:output_type -> keyward.v1.CreateKeyResponse
+	15, // 43: keyward.v1.KeyService.GetKey:output_type -> keyward.v1.GetKeyResponse
+	17, // 44: keyward.v1.KeyService.ListKeys:output_type -> keyward.v1.ListKeysResponse
+	19, // 45: keyward.v1.KeyService.UpdateKey:output_type -> keyward.v1.UpdateKeyResponse
+	21, // 46: keyward.v1.KeyService.EnableKey:output_type -> keyward.v1.EnableKeyResponse
+	23, // 47: keyward.v1.KeyService.DisableKey:output_type -> keyward.v1.DisableKeyResponse
+	25, // 48: keyward.v1.KeyService.RegenerateKey:output_type -> keyward.v1.RegenerateKeyResponse
+	27, // 49: keyward.v1.KeyService.DeleteKey:output_type -> keyward.v1.DeleteKeyResponse
+	3,  // 50: keyward.v1.KeyService.RevealKey:output_type -> keyward.v1.RevealKeyResponse
+	5,  // 51: keyward.v1.KeyService.ReportLeakedKey:output_type -> keyward.v1.ReportLeakedKeyResponse
+	8,  // 52: keyward.v1.KeyService.ListAuditEvents:output_type -> keyward.v1.ListAuditEventsResponse
+	10, // 53: keyward.v1.KeyService.GetKeyUsage:output_type -> keyward.v1.GetKeyUsageResponse
+	29, // 54: keyward.v1.KeyService.Validate:output_type -> keyward.v1.ValidateResponse
+	42, // [42:55] is the sub-list for method output_type
+	29, // [29:42] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_keyward_v1_key_service_proto_init() }
@@ -1324,14 +2164,18 @@ func file_keyward_v1_key_service_proto_init() {
 		return
 	}
 	file_keyward_v1_key_proto_init()
-	file_keyward_v1_key_service_proto_msgTypes[17].OneofWrappers = []any{}
+	file_keyward_v1_key_service_proto_msgTypes[2].OneofWrappers = []any{
+		(*ReportLeakedKeyRequest_Secret)(nil),
+		(*ReportLeakedKeyRequest_KeyId)(nil),
+	}
+	file_keyward_v1_key_service_proto_msgTypes[27].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyward_v1_key_service_proto_rawDesc), len(file_keyward_v1_key_service_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   19,
+			NumEnums:      2,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

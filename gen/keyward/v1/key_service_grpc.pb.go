@@ -19,15 +19,19 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	KeyService_CreateKey_FullMethodName     = "/keyward.v1.KeyService/CreateKey"
-	KeyService_GetKey_FullMethodName        = "/keyward.v1.KeyService/GetKey"
-	KeyService_ListKeys_FullMethodName      = "/keyward.v1.KeyService/ListKeys"
-	KeyService_UpdateKey_FullMethodName     = "/keyward.v1.KeyService/UpdateKey"
-	KeyService_EnableKey_FullMethodName     = "/keyward.v1.KeyService/EnableKey"
-	KeyService_DisableKey_FullMethodName    = "/keyward.v1.KeyService/DisableKey"
-	KeyService_RegenerateKey_FullMethodName = "/keyward.v1.KeyService/RegenerateKey"
-	KeyService_DeleteKey_FullMethodName     = "/keyward.v1.KeyService/DeleteKey"
-	KeyService_Validate_FullMethodName      = "/keyward.v1.KeyService/Validate"
+	KeyService_CreateKey_FullMethodName       = "/keyward.v1.KeyService/CreateKey"
+	KeyService_GetKey_FullMethodName          = "/keyward.v1.KeyService/GetKey"
+	KeyService_ListKeys_FullMethodName        = "/keyward.v1.KeyService/ListKeys"
+	KeyService_UpdateKey_FullMethodName       = "/keyward.v1.KeyService/UpdateKey"
+	KeyService_EnableKey_FullMethodName       = "/keyward.v1.KeyService/EnableKey"
+	KeyService_DisableKey_FullMethodName      = "/keyward.v1.KeyService/DisableKey"
+	KeyService_RegenerateKey_FullMethodName   = "/keyward.v1.KeyService/RegenerateKey"
+	KeyService_DeleteKey_FullMethodName       = "/keyward.v1.KeyService/DeleteKey"
+	KeyService_RevealKey_FullMethodName       = "/keyward.v1.KeyService/RevealKey"
+	KeyService_ReportLeakedKey_FullMethodName = "/keyward.v1.KeyService/ReportLeakedKey"
+	KeyService_ListAuditEvents_FullMethodName = "/keyward.v1.KeyService/ListAuditEvents"
+	KeyService_GetKeyUsage_FullMethodName     = "/keyward.v1.KeyService/GetKeyUsage"
+	KeyService_Validate_FullMethodName        = "/keyward.v1.KeyService/Validate"
 )
 
 // KeyServiceClient is the client API for KeyService service.
@@ -57,6 +61,16 @@ type KeyServiceClient interface {
 	RegenerateKey(ctx context.Context, in *RegenerateKeyRequest, opts ...grpc.CallOption) (*RegenerateKeyResponse, error)
 	// Deletes a key. Once this returns, its secret is refused.
 	DeleteKey(ctx context.Context, in *DeleteKeyRequest, opts ...grpc.CallOption) (*DeleteKeyResponse, error)
+	// Returns the secret of a recoverable key. Audited.
+	RevealKey(ctx context.Context, in *RevealKeyRequest, opts ...grpc.CallOption) (*RevealKeyResponse, error)
+	// Responds to a leaked secret (or a key id): disables or regenerates its
+	// key, and records why in the audit trail.
+	ReportLeakedKey(ctx context.Context, in *ReportLeakedKeyRequest, opts ...grpc.CallOption) (*ReportLeakedKeyResponse, error)
+	// Lists the audit trail, newest first: every management action, and failed
+	// admin sign-ins.
+	ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error)
+	// Returns a key's verification counts by hour and outcome.
+	GetKeyUsage(ctx context.Context, in *GetKeyUsageRequest, opts ...grpc.CallOption) (*GetKeyUsageResponse, error)
 	// Tells whether a secret is a usable key. A refusal is an answer
 	// (valid=false with a reason), not an error.
 	Validate(ctx context.Context, in *ValidateRequest, opts ...grpc.CallOption) (*ValidateResponse, error)
@@ -150,6 +164,46 @@ func (c *keyServiceClient) DeleteKey(ctx context.Context, in *DeleteKeyRequest, 
 	return out, nil
 }
 
+func (c *keyServiceClient) RevealKey(ctx context.Context, in *RevealKeyRequest, opts ...grpc.CallOption) (*RevealKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevealKeyResponse)
+	err := c.cc.Invoke(ctx, KeyService_RevealKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyServiceClient) ReportLeakedKey(ctx context.Context, in *ReportLeakedKeyRequest, opts ...grpc.CallOption) (*ReportLeakedKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportLeakedKeyResponse)
+	err := c.cc.Invoke(ctx, KeyService_ReportLeakedKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyServiceClient) ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAuditEventsResponse)
+	err := c.cc.Invoke(ctx, KeyService_ListAuditEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyServiceClient) GetKeyUsage(ctx context.Context, in *GetKeyUsageRequest, opts ...grpc.CallOption) (*GetKeyUsageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetKeyUsageResponse)
+	err := c.cc.Invoke(ctx, KeyService_GetKeyUsage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *keyServiceClient) Validate(ctx context.Context, in *ValidateRequest, opts ...grpc.CallOption) (*ValidateResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ValidateResponse)
@@ -187,6 +241,16 @@ type KeyServiceServer interface {
 	RegenerateKey(context.Context, *RegenerateKeyRequest) (*RegenerateKeyResponse, error)
 	// Deletes a key. Once this returns, its secret is refused.
 	DeleteKey(context.Context, *DeleteKeyRequest) (*DeleteKeyResponse, error)
+	// Returns the secret of a recoverable key. Audited.
+	RevealKey(context.Context, *RevealKeyRequest) (*RevealKeyResponse, error)
+	// Responds to a leaked secret (or a key id): disables or regenerates its
+	// key, and records why in the audit trail.
+	ReportLeakedKey(context.Context, *ReportLeakedKeyRequest) (*ReportLeakedKeyResponse, error)
+	// Lists the audit trail, newest first: every management action, and failed
+	// admin sign-ins.
+	ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error)
+	// Returns a key's verification counts by hour and outcome.
+	GetKeyUsage(context.Context, *GetKeyUsageRequest) (*GetKeyUsageResponse, error)
 	// Tells whether a secret is a usable key. A refusal is an answer
 	// (valid=false with a reason), not an error.
 	Validate(context.Context, *ValidateRequest) (*ValidateResponse, error)
@@ -223,6 +287,18 @@ func (UnimplementedKeyServiceServer) RegenerateKey(context.Context, *RegenerateK
 }
 func (UnimplementedKeyServiceServer) DeleteKey(context.Context, *DeleteKeyRequest) (*DeleteKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteKey not implemented")
+}
+func (UnimplementedKeyServiceServer) RevealKey(context.Context, *RevealKeyRequest) (*RevealKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevealKey not implemented")
+}
+func (UnimplementedKeyServiceServer) ReportLeakedKey(context.Context, *ReportLeakedKeyRequest) (*ReportLeakedKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportLeakedKey not implemented")
+}
+func (UnimplementedKeyServiceServer) ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAuditEvents not implemented")
+}
+func (UnimplementedKeyServiceServer) GetKeyUsage(context.Context, *GetKeyUsageRequest) (*GetKeyUsageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetKeyUsage not implemented")
 }
 func (UnimplementedKeyServiceServer) Validate(context.Context, *ValidateRequest) (*ValidateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Validate not implemented")
@@ -392,6 +468,78 @@ func _KeyService_DeleteKey_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KeyService_RevealKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevealKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).RevealKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_RevealKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).RevealKey(ctx, req.(*RevealKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyService_ReportLeakedKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportLeakedKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).ReportLeakedKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_ReportLeakedKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).ReportLeakedKey(ctx, req.(*ReportLeakedKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyService_ListAuditEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAuditEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).ListAuditEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_ListAuditEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).ListAuditEvents(ctx, req.(*ListAuditEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyService_GetKeyUsage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetKeyUsageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).GetKeyUsage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_GetKeyUsage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).GetKeyUsage(ctx, req.(*GetKeyUsageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _KeyService_Validate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ValidateRequest)
 	if err := dec(in); err != nil {
@@ -448,6 +596,22 @@ var KeyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteKey",
 			Handler:    _KeyService_DeleteKey_Handler,
+		},
+		{
+			MethodName: "RevealKey",
+			Handler:    _KeyService_RevealKey_Handler,
+		},
+		{
+			MethodName: "ReportLeakedKey",
+			Handler:    _KeyService_ReportLeakedKey_Handler,
+		},
+		{
+			MethodName: "ListAuditEvents",
+			Handler:    _KeyService_ListAuditEvents_Handler,
+		},
+		{
+			MethodName: "GetKeyUsage",
+			Handler:    _KeyService_GetKeyUsage_Handler,
 		},
 		{
 			MethodName: "Validate",
