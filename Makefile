@@ -83,7 +83,7 @@ check-generated: generate
 # pairs (a package is installed when its command is missing).
 CI_COMMANDS := curl:curl jq:jq redis-server:redis-server nginx:nginx-light chromium:chromium
 APT_GET := $(shell command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo) apt-get
-ci-deps: tools grpcurl
+ci-deps: tools grpcurl k8s-openapi
 	@missing=""; for pair in $(CI_COMMANDS); do \
 	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; \
 	done; \
@@ -91,6 +91,20 @@ ci-deps: tools grpcurl
 	  echo "installing:$$missing"; \
 	  $(APT_GET) update -qq && $(APT_GET) install -y -qq -o DPkg::Lock::Timeout=600 $$missing; \
 	fi
+
+# Kubernetes' OpenAPI document, against which test/deploy validates deploy/k8s
+# offline: api/openapi-spec/swagger.json of the k8s.io/kubernetes module, from
+# the Go module proxy (checked against sum.golang.org). Keep the version equal
+# to k8s.io/api's in go.mod (v0.X.Y is Kubernetes v1.X.Y); the test says so.
+K8S_OPENAPI_VERSION := v1.37.2
+K8S_OPENAPI := $(TOOLS)/k8s-openapi/$(K8S_OPENAPI_VERSION)/swagger.json
+.PHONY: k8s-openapi
+k8s-openapi: $(K8S_OPENAPI)
+$(K8S_OPENAPI):
+	mkdir -p $(dir $@)
+	dir=$$($(GO) mod download -json k8s.io/kubernetes@$(K8S_OPENAPI_VERSION) | sed -n 's/.*"Dir": "\(.*\)".*/\1/p'); \
+	  cp $$dir/api/openapi-spec/swagger.json $@.tmp
+	chmod u+w $@.tmp && mv $@.tmp $@
 
 clean:
 	rm -rf bin .tools third_party

@@ -23,10 +23,15 @@ var version = ""
 const usage = `usage: keyward <command> [flags]
 
 commands:
-  serve     run the gRPC and HTTP listeners
-  migrate   apply store migrations and exit
-  keys      manage keys through a running server (keyward keys -h)
-  version   print the version
+  serve        run the gRPC and HTTP listeners
+  migrate      apply store migrations and exit
+  keys         manage keys through a running server (keyward keys -h)
+  config       print the effective configuration, secrets redacted (keyward config print)
+  audit        check the audit trail's hash chain (keyward audit verify)
+  healthcheck  exit 0 if the local server's /healthz answers (for container HEALTHCHECKs)
+  rotate-master-key
+               re-encrypt recoverable keys' secrets under a new master key (docs/recoverable.md)
+  version      print the version
 
 Run "keyward <command> -h" for the flags of a command.
 `
@@ -37,7 +42,7 @@ func main() {
 	stop()
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "keyward:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err)) // 1, or the documented code of a keys command
 	}
 }
 
@@ -68,8 +73,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintln(stdout, "migrations applied")
 		return st.Close()
+	case "config":
+		return configCommand(rest, os.Getenv, stdout, stderr)
+	case "audit":
+		return auditCommand(ctx, rest, os.Getenv, stdout, stderr)
 	case "keys":
-		return keysCommand(ctx, rest, stdout, stderr)
+		return keysCommand(ctx, rest, os.Stdin, stdout, stderr)
+	case "rotate-master-key":
+		return rotateCommand(ctx, rest, os.Getenv, stdout, stderr)
+	case "healthcheck":
+		return healthcheckCommand(ctx, rest, os.Getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, buildVersion())
 		return nil

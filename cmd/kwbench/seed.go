@@ -12,8 +12,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/keyward/keyward/internal/audit"
 	"github.com/keyward/keyward/internal/keymat"
 	"github.com/keyward/keyward/internal/keys"
+	"github.com/keyward/keyward/internal/store"
 	"github.com/keyward/keyward/internal/store/postgres"
 )
 
@@ -115,7 +117,7 @@ func seed(ctx context.Context, db *benchDB, n, workers int) ([]string, error) {
 							Hash:        s.Hash(),
 							Start:       s.Start(),
 							Last4:       s.Last4(),
-						}, "")
+						}, "", store.Audit{Actor: "kwbench", Action: audit.ActionCreate})
 					}
 				}
 				if err != nil {

@@ -10,8 +10,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyward/keyward/internal/audit"
 	"github.com/keyward/keyward/internal/keymat"
 	"github.com/keyward/keyward/internal/keys"
+	"github.com/keyward/keyward/internal/store"
 )
 
 // MinTokenLen bounds how weak an operator-chosen KEYWARD_ADMIN_KEY may be.
@@ -19,7 +21,7 @@ const MinTokenLen = 24
 
 // BootstrapStore is what Bootstrap needs of the store.
 type BootstrapStore interface {
-	Create(ctx context.Context, k *keys.Key, requestID string) (*keys.Key, error)
+	Create(ctx context.Context, k *keys.Key, requestID string, a store.Audit) (*keys.Key, error)
 	GetByHash(ctx context.Context, hash []byte) (*keys.Key, error)
 }
 
@@ -106,7 +108,7 @@ func ensure(ctx context.Context, st BootstrapStore, token, name string) (bool, e
 		// An operator-chosen token shows nothing of itself.
 		k.Start, k.Last4 = "admin", "****"
 	}
-	if _, err := st.Create(ctx, k, ""); err != nil && !errors.Is(err, keys.ErrAlreadyExists) {
+	if _, err := st.Create(ctx, k, "", store.Audit{Actor: audit.ActorBootstrap, Action: audit.ActionCreate}); err != nil && !errors.Is(err, keys.ErrAlreadyExists) {
 		// AlreadyExists: another instance registered it concurrently; fine.
 		return false, fmt.Errorf("register admin key: %w", err)
 	}

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -17,10 +15,12 @@ import (
 	"github.com/keyward/keyward/internal/console"
 	"github.com/keyward/keyward/internal/extauthz"
 	"github.com/keyward/keyward/internal/keyservice"
+	"github.com/keyward/keyward/internal/ratelimit"
 	"github.com/keyward/keyward/internal/server"
 	"github.com/keyward/keyward/internal/store"
 	"github.com/keyward/keyward/internal/store/postgres"
 	"github.com/keyward/keyward/internal/store/sqlite"
+	"github.com/keyward/keyward/internal/usage"
 	"github.com/keyward/keyward/internal/validate"
 )
 
@@ -47,12 +47,19 @@ type App struct {
 	store  store.Store
 	srv    *server.Server
 	caches *cache.Cache
+	usage  *usage.Recorder
 	redis  redis.UniversalClient // nil without --redis-addr
+	obs    *observability
 }
 
 // New opens the store, bootstraps the admin key and binds the listeners.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *App, err error) {
+	log = server.LogRequestIDs(log) // request_id on each line logged for a request
 	log.InfoContext(ctx, "starting keyward", "config", cfg)
+	sealer, err := cfg.Sealer() // nil without a master key: recoverable keys are refused
+	if err != nil {
+		return nil, err
+	}
 	st, err := OpenStore(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -62,6 +69,16 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *App, err
 			st.Close()
 		}
 	}()
+	obs, err := newObservability(ctx, log) // metrics and tracing (observe.go)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			obs.shutdown()
+		}
+	}()
+	st = obs.store(st)
 	if err := adminauth.Bootstrap(ctx, st, adminauth.BootstrapOptions{
 		EnvKey: cfg.AdminKey, File: cfg.AdminKeyFile(), Logger: log,
 	}); err != nil {
@@ -71,20 +88,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *App, err
 	ready := map[string]server.Checker{"store": st}
 	var rdb redis.UniversalClient
 	if cfg.RedisAddr != "" {
-		rdb = redis.NewUniversalClient(&redis.UniversalOptions{
-			Addrs: strings.Split(cfg.RedisAddr, ","),
-			// Validate falls back to the store when Redis is slow or gone;
-			// short timeouts keep that fallback fast.
-			DialTimeout:  250 * time.Millisecond,
-			ReadTimeout:  250 * time.Millisecond,
-			WriteTimeout: 250 * time.Millisecond,
-			PoolTimeout:  250 * time.Millisecond,
-			// Retries with backoff would turn one refused connection into
-			// seconds of stalled lookups; the cache skips Redis instead.
-			MaxRetries:    -1,
-			DialerRetries: 1,
-		})
+		if rdb, err = newRedis(cfg); err != nil {
+			return nil, err
+		}
 		ready["redis"] = redisPing{rdb}
+		obs.redis(rdb)
 	}
 	local := cfg.LocalCache
 	if local && rdb == nil && cfg.PostgresDSN != "" {
@@ -100,24 +108,43 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *App, err
 		Local:        local,
 		LocalEntries: cfg.LocalCacheEntries,
 		NegativeTTL:  cfg.NegativeCacheTTL,
+		Observer:     obs.metrics,
 		Logger:       log,
 	})
-	verifier := validate.New(caches, nil)
+	obs.cache(caches, rdb != nil)
+	// Rate limits are held in Redis when there is one, so they hold across
+	// instances; otherwise in process (exact for one embedded instance, per
+	// instance when several share a Postgres).
+	localLimits := ratelimit.NewLocal(cfg.LocalCacheEntries)
+	var limiter validate.RateLimiter = localLimits
+	if rdb != nil {
+		mode, _ := ratelimit.ParseOnError(cfg.RateLimitOnRedisError) // checked by config
+		limiter = ratelimit.NewFallback(ratelimit.NewRedis(rdb, cfg.RedisNamespace), mode, localLimits, log)
+	}
+	// Usage is counted in memory and written in batches (docs/usage.md).
+	recorder := usage.New(usage.Options{Store: st, Interval: cfg.UsageFlushInterval, Logger: log})
+	obs.usage(recorder)
+	verifier := validate.NewWith(validate.Options{Lookup: caches, Limiter: limiter, Quotas: st, Usage: recorder})
+	obs.verifier(verifier)
 	svc := keyservice.New(keyservice.Options{
 		Store:        st,
 		Verifier:     verifier,
 		Caches:       caches,
 		Environments: cfg.Environments,
 		Logger:       log,
+		Sealer:       sealer,
+		// Reveals are limited across instances too when rate limits are.
+		RevealLimiter: limiter,
 	})
 	authz, err := extauthz.New(extauthz.Options{
-		Verifier:        verifier,
-		Headers:         cfg.AuthHeaders,
-		QueryParam:      cfg.AuthQueryParam,
-		StripCredential: cfg.AuthStripCredential,
-		Metadata:        cfg.AuthForwardMetadata,
-		Strict:          cfg.AuthStrict,
-		Logger:          log,
+		Verifier:         verifier,
+		Headers:          cfg.AuthHeaders,
+		QueryParam:       cfg.AuthQueryParam,
+		StripCredential:  cfg.AuthStripCredential,
+		Metadata:         cfg.AuthForwardMetadata,
+		Strict:           cfg.AuthStrict,
+		TrustedProxyHops: cfg.TrustedProxyHops,
+		Logger:           log,
 	})
 	if err != nil {
 		if rdb != nil {
@@ -125,11 +152,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *App, err
 		}
 		return nil, err
 	}
-	srv, err := server.New(server.Options{
+	srvOpts := server.Options{
 		GRPCAddr: cfg.GRPCAddr,
 		HTTPAddr: cfg.HTTPAddr,
 		Service:  svc,
 		Auth:     adminauth.New(caches, nil),
+		AuditLog: st, // failed admin sign-ins
 		Ready:    ready,
 		Logger:   log,
 		Register: authz.Register, // Envoy's ext_authz on the gRPC listener
@@ -137,14 +165,22 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *App, err
 			authz.Routes(mux)
 			mux.Handle("/", console.New()) // the web console; "/" only gets what no other route takes
 		},
-	})
+	}
+	if err := serverTLS(cfg, log, &srvOpts); err != nil {
+		if rdb != nil {
+			rdb.Close()
+		}
+		return nil, err
+	}
+	obs.server(&srvOpts)
+	srv, err := server.New(srvOpts)
 	if err != nil {
 		if rdb != nil {
 			rdb.Close()
 		}
 		return nil, err
 	}
-	return &App{cfg: cfg, log: log, store: st, srv: srv, caches: caches, redis: rdb}, nil
+	return &App{cfg: cfg, log: log, store: st, srv: srv, caches: caches, usage: recorder, redis: rdb, obs: obs}, nil
 }
 
 type redisPing struct{ c redis.UniversalClient }
@@ -158,6 +194,7 @@ func (a *App) HTTPAddr() string { return a.srv.HTTPAddr() }
 // Run serves until ctx ends, then stops gracefully and closes the store.
 func (a *App) Run(ctx context.Context) error {
 	defer a.store.Close()
+	defer a.obs.shutdown()
 	if a.redis != nil {
 		defer a.redis.Close()
 	}
@@ -165,15 +202,22 @@ func (a *App) Run(ctx context.Context) error {
 	cacheDone := make(chan struct{})
 	go func() { a.caches.Run(cctx); close(cacheDone) }()
 	defer func() { stopCache(); <-cacheDone }()
+	// Not stopped by ctx: the last flush must follow the last verification,
+	// so it runs once a.srv.Run has returned, and before the store closes.
+	uctx, stopUsage := context.WithCancel(context.WithoutCancel(ctx))
+	usageDone := make(chan struct{})
+	go func() { a.usage.Run(uctx); close(usageDone) }()
+	defer func() { stopUsage(); <-usageDone }()
 	admin := a.cfg.AdminKeyFile()
 	if a.cfg.AdminKey != "" {
 		admin = "(from KEYWARD_ADMIN_KEY)"
 	}
+	web := httpScheme(a.cfg) + a.HTTPAddr()
 	a.log.InfoContext(ctx, "keyward is serving",
-		"console", "http://"+a.HTTPAddr()+"/",
-		"rest", "http://"+a.HTTPAddr()+"/v1/keys",
+		"console", web+"/",
+		"rest", web+"/v1/keys",
 		"grpc", a.GRPCAddr(),
-		"openapi", "http://"+a.HTTPAddr()+"/openapi.json",
+		"openapi", web+"/openapi.json",
 		"admin_key", admin)
 	err := a.srv.Run(ctx)
 	a.log.Info("keyward stopped")

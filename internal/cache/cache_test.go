@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/keyward/keyward/internal/audit"
 	"github.com/keyward/keyward/internal/keymat"
 	"github.com/keyward/keyward/internal/keys"
 	"github.com/keyward/keyward/internal/store"
@@ -77,7 +78,7 @@ func (s *countingStore) addKey(t testing.TB) (*keys.Key, keymat.Secret) {
 	sec, _ := keymat.Generate("live")
 	id, _ := keys.NewID(time.Now())
 	k, err := s.Create(context.Background(), &keys.Key{ID: id, Name: "k", Environment: "live", State: keys.StateActive,
-		Hash: sec.Hash(), Start: sec.Start(), Last4: sec.Last4()}, "")
+		Hash: sec.Hash(), Start: sec.Start(), Last4: sec.Last4()}, "", store.Audit{Action: audit.ActionCreate})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +204,7 @@ func TestWriteWinsOverARacingRead(t *testing.T) {
 			<-entered // the racing lookup has read the old row and is held before returning it
 			st.hooks(nil, nil)
 			err := c.Write(context.Background(), [][]byte{sec.Hash()}, func(ctx context.Context) ([]keys.Change, error) {
-				_, after, err := st.Update(ctx, k.ID, func(k *keys.Key) error { k.State = keys.StateDisabled; return nil })
+				_, after, err := st.Update(ctx, k.ID, func(k *keys.Key) error { k.State = keys.StateDisabled; return nil }, store.Audit{Action: audit.ActionDisable})
 				if err != nil {
 					return nil, err
 				}
@@ -313,7 +314,7 @@ func TestLeaseLapseStopsTrust(t *testing.T) {
 	}
 	// Change the row behind the cache's back, as a writer on an instance
 	// this one cannot hear would.
-	if _, _, err := st.Update(ctx, k.ID, func(k *keys.Key) error { k.State = keys.StateDisabled; return nil }); err != nil {
+	if _, _, err := st.Update(ctx, k.ID, func(k *keys.Key) error { k.State = keys.StateDisabled; return nil }, store.Audit{Action: audit.ActionDisable}); err != nil {
 		t.Fatal(err)
 	}
 	rs.Pause()

@@ -1,6 +1,7 @@
-// Package config turns flags and KEYWARD_* environment variables into one
-// Config. Precedence: flag, then environment variable, then default. The
-// defaults are the zero-setup mode: embedded SQLite, in-process cache only.
+// Package config turns flags, KEYWARD_* environment variables and a YAML
+// config file into one Config. Precedence: flag, then environment variable,
+// then file, then default. The defaults are the zero-setup mode: embedded
+// SQLite, in-process cache only.
 package config
 
 import (
@@ -8,12 +9,9 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -51,68 +49,73 @@ type Config struct {
 	AuthStrict bool
 	// AdminKey comes only from KEYWARD_ADMIN_KEY, never a flag: flags show in ps.
 	AdminKey string `json:"-"`
+	// ConfigFile is the YAML file read (--config, KEYWARD_CONFIG); "" for none.
+	ConfigFile string
+	transportSecurity
+	policySettings
+	usageSettings
+	secretSettings
+
+	flags   *flag.FlagSet     // every setting, for WriteYAML
+	sources map[string]source // where each flag's value came from
 }
 
-// Parse reads args (without the subcommand) and the environment through getenv.
+// Parse reads args (without the subcommand), the environment through getenv
+// and the YAML file named by --config or KEYWARD_CONFIG. Every flag can be
+// set in all three: precedence is flag, then KEYWARD_<FLAG> variable, then
+// file, then default (layers.go; docs/configuration.md). On a validation
+// error Parse returns the Config too, for `keyward config print`.
 func Parse(name string, args []string, getenv func(string) string) (*Config, error) {
-	env := func(key, def string) string {
-		if v := getenv(key); v != "" {
-			return v
-		}
-		return def
-	}
 	c := &Config{AdminKey: getenv("KEYWARD_ADMIN_KEY")}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.StringVar(&c.GRPCAddr, "grpc-addr", env("KEYWARD_GRPC_ADDR", "127.0.0.1:9090"), "gRPC listen address (KEYWARD_GRPC_ADDR)")
-	fs.StringVar(&c.HTTPAddr, "http-addr", env("KEYWARD_HTTP_ADDR", "127.0.0.1:8080"), "HTTP listen address for REST, console and probes (KEYWARD_HTTP_ADDR)")
-	fs.StringVar(&c.PostgresDSN, "postgres-dsn", env("KEYWARD_POSTGRES_DSN", ""), "Postgres DSN; empty uses an embedded SQLite file in the data dir (KEYWARD_POSTGRES_DSN)")
-	fs.StringVar(&c.DataDir, "data-dir", env("KEYWARD_DATA_DIR", "./keyward-data"), "directory for the SQLite file and admin.key (KEYWARD_DATA_DIR)")
-	fs.StringVar(&c.RedisAddr, "redis-addr", env("KEYWARD_REDIS_ADDR", ""), "Redis address; comma-separated for a cluster; empty keeps the cache in process (KEYWARD_REDIS_ADDR)")
-	fs.BoolVar(&c.LocalCache, "local-cache", env("KEYWARD_LOCAL_CACHE", "true") == "true", "keep validated keys in process (KEYWARD_LOCAL_CACHE)")
-	fs.IntVar(&c.LocalCacheEntries, "local-cache-entries", atoi(env("KEYWARD_LOCAL_CACHE_ENTRIES", "100000")), "most keys held in process (KEYWARD_LOCAL_CACHE_ENTRIES)")
-	fs.DurationVar(&c.NegativeCacheTTL, "negative-cache-ttl", duration(env("KEYWARD_NEGATIVE_CACHE_TTL", "5s")), "how long an unknown key is remembered as unknown (KEYWARD_NEGATIVE_CACHE_TTL)")
-	fs.StringVar(&c.RedisNamespace, "redis-namespace", env("KEYWARD_REDIS_NAMESPACE", "kw"), "prefix of Keyward's Redis keys and channels; one per deployment sharing a Redis (KEYWARD_REDIS_NAMESPACE)")
-	envs := fs.String("environments", env("KEYWARD_ENVIRONMENTS", "live,test"), "comma-separated environments keys may belong to (KEYWARD_ENVIRONMENTS)")
-	level := fs.String("log-level", env("KEYWARD_LOG_LEVEL", "info"), "debug, info, warn or error (KEYWARD_LOG_LEVEL)")
-	fs.StringVar(&c.LogFormat, "log-format", env("KEYWARD_LOG_FORMAT", "text"), "text or json (KEYWARD_LOG_FORMAT)")
-	authHeaders := fs.String("auth-headers", env("KEYWARD_AUTH_HEADERS", "x-api-key,authorization"), "comma-separated request headers that carry the key for Envoy Check and /v1/auth, in order; authorization takes a Bearer token (KEYWARD_AUTH_HEADERS)")
-	fs.StringVar(&c.AuthQueryParam, "auth-query-param", env("KEYWARD_AUTH_QUERY_PARAM", ""), "also accept the key in this query parameter of the proxied request, removed before the upstream; empty: off (KEYWARD_AUTH_QUERY_PARAM)")
-	strip, err := boolEnv(getenv, "KEYWARD_AUTH_STRIP_CREDENTIAL", true)
-	if err != nil {
-		return nil, err
-	}
-	fs.BoolVar(&c.AuthStripCredential, "auth-strip-credential", strip, "remove the credential headers from requests Envoy lets through (KEYWARD_AUTH_STRIP_CREDENTIAL)")
-	authMeta := fs.String("auth-forward-metadata", env("KEYWARD_AUTH_FORWARD_METADATA", ""), "comma-separated key metadata entries sent to the upstream as x-keyward-meta-<name> (KEYWARD_AUTH_FORWARD_METADATA)")
-	strict, err := boolEnv(getenv, "KEYWARD_AUTH_STRICT", false)
-	if err != nil {
-		return nil, err
-	}
-	fs.BoolVar(&c.AuthStrict, "auth-strict", strict, "answer 401 to every refused key, never revealing that it exists (KEYWARD_AUTH_STRICT)")
-	if err := fs.Parse(args); err != nil {
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:9090", "gRPC listen address (KEYWARD_GRPC_ADDR)")
+	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address for REST, console and probes (KEYWARD_HTTP_ADDR)")
+	fs.StringVar(&c.PostgresDSN, "postgres-dsn", "", "Postgres DSN; empty uses an embedded SQLite file in the data dir (KEYWARD_POSTGRES_DSN)")
+	fs.StringVar(&c.DataDir, "data-dir", "./keyward-data", "directory for the SQLite file and admin.key (KEYWARD_DATA_DIR)")
+	fs.StringVar(&c.RedisAddr, "redis-addr", "", "Redis host:port or redis:// / rediss:// URL; comma-separated for a cluster (or Sentinels); empty keeps the cache in process (KEYWARD_REDIS_ADDR)")
+	fs.BoolVar(&c.LocalCache, "local-cache", true, "keep validated keys in process (KEYWARD_LOCAL_CACHE)")
+	fs.IntVar(&c.LocalCacheEntries, "local-cache-entries", 100000, "most keys held in process (KEYWARD_LOCAL_CACHE_ENTRIES)")
+	fs.DurationVar(&c.NegativeCacheTTL, "negative-cache-ttl", 5*time.Second, "how long an unknown key is remembered as unknown (KEYWARD_NEGATIVE_CACHE_TTL)")
+	fs.StringVar(&c.RedisNamespace, "redis-namespace", "kw", "prefix of Keyward's Redis keys and channels; one per deployment sharing a Redis (KEYWARD_REDIS_NAMESPACE)")
+	envs := fs.String("environments", "live,test", "comma-separated environments keys may belong to (KEYWARD_ENVIRONMENTS)")
+	level := fs.String("log-level", "info", "debug, info, warn or error (KEYWARD_LOG_LEVEL)")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json (KEYWARD_LOG_FORMAT)")
+	authHeaders := fs.String("auth-headers", "x-api-key,authorization", "comma-separated request headers that carry the key for Envoy Check and /v1/auth, in order; authorization takes a Bearer token (KEYWARD_AUTH_HEADERS)")
+	fs.StringVar(&c.AuthQueryParam, "auth-query-param", "", "also accept the key in this query parameter of the proxied request, removed before the upstream; empty: off (KEYWARD_AUTH_QUERY_PARAM)")
+	fs.BoolVar(&c.AuthStripCredential, "auth-strip-credential", true, "remove the credential headers from requests Envoy lets through (KEYWARD_AUTH_STRIP_CREDENTIAL)")
+	authMeta := fs.String("auth-forward-metadata", "", "comma-separated key metadata entries sent to the upstream as x-keyward-meta-<name> (KEYWARD_AUTH_FORWARD_METADATA)")
+	fs.BoolVar(&c.AuthStrict, "auth-strict", false, "answer 401 to every refused key, never revealing that it exists (KEYWARD_AUTH_STRICT)")
+	subjects := c.securityFlags(fs)
+	c.policyFlags(fs)
+	c.usageFlags(fs)
+	c.secretFlags(fs, getenv)
+	if err := c.layer(fs, args, getenv); err != nil {
 		return nil, err
 	}
 	c.AuthHeaders = splitList(strings.ToLower(*authHeaders))
 	c.AuthForwardMetadata = splitList(*authMeta)
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
-	}
-	if err := c.LogLevel.UnmarshalText([]byte(*level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
-	}
+	c.GRPCClientSubjects = splitList(*subjects)
 	for _, e := range strings.Split(*envs, ",") {
 		if e = strings.TrimSpace(e); e != "" {
 			c.Environments = append(c.Environments, e)
 		}
 	}
-	return c, c.validate()
+	var levelErr error
+	if err := c.LogLevel.UnmarshalText([]byte(*level)); err != nil {
+		levelErr = fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)
+	}
+	return c, c.annotate(errors.Join(levelErr, c.validate()))
 }
 
 func (c *Config) validate() error {
 	var errs []error
-	for flagName, addr := range map[string]string{"--grpc-addr": c.GRPCAddr, "--http-addr": c.HTTPAddr} {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			errs = append(errs, fmt.Errorf("%s %q: want host:port", flagName, addr))
+	for _, a := range []struct{ flag, addr string }{{"--grpc-addr", c.GRPCAddr}, {"--http-addr", c.HTTPAddr}} {
+		if err := hostPort(a.addr, true); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", a.flag, a.addr, err))
 		}
+	}
+	if c.GRPCAddr == c.HTTPAddr && !strings.HasSuffix(c.GRPCAddr, ":0") {
+		errs = append(errs, fmt.Errorf("--grpc-addr and --http-addr: both are %q; the listeners need different ports", c.GRPCAddr))
 	}
 	if len(c.Environments) == 0 {
 		errs = append(errs, errors.New("--environments: at least one environment is needed"))
@@ -132,13 +135,12 @@ func (c *Config) validate() error {
 		errs = append(errs, errors.New("--negative-cache-ttl: want between 0 and 1h"))
 	}
 	errs = append(errs, c.validateAuth()...)
+	errs = append(errs, c.validateSecurity()...)
+	errs = append(errs, c.validatePolicy()...)
+	errs = append(errs, c.validateUsage()...)
+	errs = append(errs, c.validateSecrets()...)
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.LogFormat))
-	}
-	if c.PostgresDSN != "" {
-		if _, err := url.Parse(c.PostgresDSN); err != nil && strings.Contains(c.PostgresDSN, "://") {
-			errs = append(errs, errors.New("--postgres-dsn: not a valid URL"))
-		}
 	}
 	return errors.Join(errs...)
 }
@@ -195,77 +197,38 @@ func splitList(s string) []string {
 	return out
 }
 
-// boolEnv reads a boolean variable: empty gives def, anything strconv.ParseBool
-// does not accept is an error (never silently the default).
-func boolEnv(getenv func(string) string, key string, def bool) (bool, error) {
-	v := getenv(key)
-	if v == "" {
-		return def, nil
-	}
-	b, err := strconv.ParseBool(v)
-	if err != nil {
-		return false, fmt.Errorf("%s=%q: want true or false", key, v)
-	}
-	return b, nil
-}
-
-// atoi and duration turn a malformed environment value into an invalid one
-// that validate reports, instead of silently using the default.
-func atoi(s string) int {
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		return -1
-	}
-	return n
-}
-
-func duration(s string) time.Duration {
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return -1
-	}
-	return d
-}
-
 // AdminKeyFile is where a generated admin key is written.
 func (c *Config) AdminKeyFile() string { return filepath.Join(c.DataDir, "admin.key") }
 
 // SQLitePath is the embedded store's file.
 func (c *Config) SQLitePath() string { return filepath.Join(c.DataDir, "keyward.db") }
 
-// LogValue keeps secrets out of logs: the DSN's password is redacted and the
-// admin key is never included.
+// LogValue keeps secrets out of logs: passwords in the DSN and Redis URLs
+// are redacted (Redact); the admin and master keys are never included.
 func (c *Config) LogValue() slog.Value {
 	store := "sqlite:" + c.SQLitePath()
 	if c.PostgresDSN != "" {
-		store = "postgres:" + redactDSN(c.PostgresDSN)
+		store = "postgres:" + Redact("postgres-dsn", c.PostgresDSN)
 	}
 	cache := "in-process"
 	if c.RedisAddr != "" {
-		cache = "redis:" + c.RedisAddr
+		cache = "redis:" + Redact("redis-addr", c.RedisAddr)
+		if c.RedisSentinelMaster != "" {
+			cache += " sentinel-master:" + c.RedisSentinelMaster
+		}
 	}
-	return slog.GroupValue(
+	attrs := []slog.Attr{
 		slog.String("grpc", c.GRPCAddr), slog.String("http", c.HTTPAddr),
 		slog.String("store", store), slog.String("cache", cache),
 		slog.Any("environments", c.Environments),
 		slog.Any("auth_headers", c.AuthHeaders), slog.Bool("auth_strict", c.AuthStrict),
-	)
-}
-
-func redactDSN(dsn string) string {
-	u, err := url.Parse(dsn)
-	if err != nil || u.Scheme == "" {
-		return "(key=value DSN, not shown)"
+		slog.Bool("tls", c.TLS()), slog.Bool("grpc_client_certs", c.GRPCClientCAFile != ""),
+		slog.Bool("recoverable_keys", c.RecoverableKeys()),
 	}
-	if _, has := u.User.Password(); has {
-		u.User = url.UserPassword(u.User.Username(), "REDACTED")
+	if c.ConfigFile != "" {
+		attrs = append(attrs, slog.String("config_file", c.ConfigFile))
 	}
-	q := u.Query()
-	if q.Has("password") {
-		q.Set("password", "REDACTED")
-		u.RawQuery = q.Encode()
-	}
-	return u.String()
+	return slog.GroupValue(attrs...)
 }
 
 // Logger builds the process logger.

@@ -3,6 +3,7 @@ package keys
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Sentinel errors of the domain. The transport maps them to status codes in
@@ -20,7 +21,34 @@ var (
 	// ErrQuotaExceeded: the key has used every use its quota allows in the
 	// current period; nothing was counted.
 	ErrQuotaExceeded = errors.New("quota exceeded")
+	// ErrFailedPrecondition: the request is valid but the system is not in
+	// a state to perform it (e.g. a recoverable key without a master key).
+	// Wrap it with a message saying what to change.
+	ErrFailedPrecondition = errors.New("failed precondition")
 )
+
+// FailedPrecondition returns an error wrapping ErrFailedPrecondition whose
+// message is the reason alone: say what the caller (or the operator) must
+// change.
+func FailedPrecondition(format string, args ...any) error {
+	return &preconditionError{reason: fmt.Sprintf(format, args...)}
+}
+
+type preconditionError struct{ reason string }
+
+func (e *preconditionError) Error() string { return e.reason }
+func (e *preconditionError) Unwrap() error { return ErrFailedPrecondition }
+
+// RetryLaterError refuses a request over a limit; the caller may retry after
+// RetryAfter.
+type RetryLaterError struct {
+	What       string // what is limited, e.g. "reveals"
+	RetryAfter time.Duration
+}
+
+func (e *RetryLaterError) Error() string {
+	return fmt.Sprintf("too many %s; retry in %v", e.What, (e.RetryAfter + time.Second - 1).Truncate(time.Second))
+}
 
 // InvalidArgumentError says which input field is wrong and why.
 type InvalidArgumentError struct {

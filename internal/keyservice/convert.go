@@ -36,6 +36,7 @@ func toProto(k *keys.Key, now time.Time) *keywardv1.Key {
 		AllowedCidrs: cidrStrings(k.AllowedCIDRs),
 		RateLimit:    rateLimitProto(k.RateLimit),
 		Quota:        quotaProto(k, now),
+		Recoverable:  len(k.Sealed) > 0,
 	}
 	if k.HasPrevious(now) {
 		out.PreviousMaskedKey = k.PrevMasked()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
+	"github.com/keyward/keyward/internal/audit"
 	"github.com/keyward/keyward/internal/keymat"
 	"github.com/keyward/keyward/internal/keys"
 )
@@ -57,6 +58,9 @@ func (s *Service) CreateKey(ctx context.Context, req *keywardv1.CreateKeyRequest
 	if k.Quota, err = parseQuota(in.GetQuota()); err != nil {
 		return nil, err
 	}
+	if in.GetRecoverable() && s.sealer == nil {
+		return nil, errNoMasterKey
+	}
 	if k.ID, err = keys.NewID(now); err != nil {
 		return nil, err
 	}
@@ -65,13 +69,18 @@ func (s *Service) CreateKey(ctx context.Context, req *keywardv1.CreateKeyRequest
 		return nil, fmt.Errorf("generate secret: %w", err)
 	}
 	setSecret(k, secret)
+	if in.GetRecoverable() {
+		if k.Sealed, err = s.sealSecret(k.ID, secret); err != nil {
+			return nil, err
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	defer cancel()
 	var created *keys.Key
 	// No cache can know a hash that has never existed, but going through the
 	// coordinator keeps a single path for every write.
 	err = s.caches.Write(ctx, [][]byte{k.Hash}, func(ctx context.Context) ([]keys.Change, error) {
-		c, err := s.store.Create(ctx, k, req.GetRequestId())
+		c, err := s.store.Create(ctx, k, req.GetRequestId(), s.audit(ctx, audit.ActionCreate))
 		if err != nil {
 			return nil, err
 		}
@@ -81,7 +90,7 @@ func (s *Service) CreateKey(ctx context.Context, req *keywardv1.CreateKeyRequest
 	if err != nil {
 		return nil, fmt.Errorf("create key: %w", err)
 	}
-	s.log.InfoContext(ctx, "key created", "key_id", created.ID, "environment", created.Environment)
+	s.log.InfoContext(ctx, "key created", "key_id", created.ID, "environment", created.Environment, "recoverable", len(created.Sealed) > 0)
 	return &keywardv1.CreateKeyResponse{Key: s.toProto(created), Secret: secret.String()}, nil
 }
 

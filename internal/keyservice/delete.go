@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
+	"github.com/keyward/keyward/internal/audit"
 	"github.com/keyward/keyward/internal/keys"
 )
 
@@ -28,7 +29,7 @@ func (s *Service) DeleteKey(ctx context.Context, req *keywardv1.DeleteKeyRequest
 				return keys.ErrConflict
 			}
 			return checkEtag(req.GetEtag())(k)
-		})
+		}, s.audit(ctx, audit.ActionDelete))
 		if err != nil {
 			return nil, err
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"strings"
+	"time"
 
 	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
 	"github.com/keyward/keyward/internal/keymat"
@@ -13,7 +14,11 @@ import (
 	"github.com/keyward/keyward/internal/store"
 )
 
-// ListKeys pages through keys, filtered by name or by key value.
+// maxUnusedDays bounds ListKeysRequest.unused_days (ten years).
+const maxUnusedDays = 3650
+
+// ListKeys pages through keys, filtered by name or by key value, and
+// optionally to those unused for unused_days.
 func (s *Service) ListKeys(ctx context.Context, req *keywardv1.ListKeysRequest) (*keywardv1.ListKeysResponse, error) {
 	size := int(req.GetPageSize())
 	switch {
@@ -29,8 +34,17 @@ func (s *Service) ListKeys(ctx context.Context, req *keywardv1.ListKeysRequest) 
 		return nil, keys.Invalid("query", "longer than %d characters", maxQueryLen)
 	}
 	q := searchQuery(query)
+	// A page token is bound to the whole query: the text and the filter.
+	tokenQuery := query
+	switch days := req.GetUnusedDays(); {
+	case days < 0 || days > maxUnusedDays:
+		return nil, keys.Invalid("unused_days", "want 0 (no filter) to %d", maxUnusedDays)
+	case days > 0:
+		q.UnusedBefore = s.now().Add(-time.Duration(days) * 24 * time.Hour)
+		tokenQuery = fmt.Sprintf("%s\x00unused_days=%d", query, days)
+	}
 	if req.GetPageToken() != "" {
-		after, err := decodePageToken(req.GetPageToken(), query)
+		after, err := decodePageToken(req.GetPageToken(), tokenQuery)
 		if err != nil {
 			return nil, err
 		}
@@ -44,7 +58,7 @@ func (s *Service) ListKeys(ctx context.Context, req *keywardv1.ListKeysRequest) 
 	resp := &keywardv1.ListKeysResponse{}
 	if len(found) > size {
 		found = found[:size]
-		resp.NextPageToken = encodePageToken(found[size-1].ID, query)
+		resp.NextPageToken = encodePageToken(found[size-1].ID, tokenQuery)
 	}
 	resp.Keys = make([]*keywardv1.Key, len(found))
 	for i, k := range found {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
+	"github.com/keyward/keyward/internal/audit"
 	"github.com/keyward/keyward/internal/keymat"
 	"github.com/keyward/keyward/internal/keys"
 )
@@ -17,7 +18,7 @@ func (s *Service) RegenerateKey(ctx context.Context, req *keywardv1.RegenerateKe
 		return nil, err
 	}
 	var secret keymat.Secret
-	k, err := s.update(ctx, req.GetKeyId(), func(k *keys.Key) error {
+	k, err := s.update(ctx, req.GetKeyId(), audit.ActionRegenerate, func(k *keys.Key) error {
 		if err := checkEtag(req.GetEtag())(k); err != nil {
 			return err
 		}
@@ -36,6 +37,13 @@ func (s *Service) RegenerateKey(ctx context.Context, req *keywardv1.RegenerateKe
 			k.PrevExpire = s.now().Add(grace).UTC().Truncate(time.Microsecond)
 		}
 		setSecret(k, secret)
+		// A recoverable key keeps only its new secret sealed; the replaced
+		// one, even in a grace period, can no longer be revealed.
+		if len(k.Sealed) > 0 {
+			if k.Sealed, err = s.sealSecret(k.ID, secret); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 	if err != nil {

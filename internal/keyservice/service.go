@@ -8,7 +8,10 @@ import (
 	"time"
 
 	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
+	"github.com/keyward/keyward/internal/audit"
 	"github.com/keyward/keyward/internal/keys"
+	"github.com/keyward/keyward/internal/ratelimit"
+	"github.com/keyward/keyward/internal/sealer"
 	"github.com/keyward/keyward/internal/store"
 	"github.com/keyward/keyward/internal/validate"
 )
@@ -30,6 +33,11 @@ type Options struct {
 	Environments []string
 	Logger       *slog.Logger
 	Now          func() time.Time
+	// Sealer encrypts recoverable keys' secrets; nil: no master key, and
+	// recoverable keys are refused (recoverable.go).
+	Sealer *sealer.Sealer
+	// RevealLimiter counts RevealKey calls (reveal.go); nil: in process.
+	RevealLimiter RateLimiter
 }
 
 // Service implements keywardv1.KeyServiceServer.
@@ -41,13 +49,19 @@ type Service struct {
 	envs     map[string]bool
 	log      *slog.Logger
 	now      func() time.Time
+	sealer   *sealer.Sealer
+	reveals  RateLimiter
 }
 
 var _ keywardv1.KeyServiceServer = (*Service)(nil)
 
 // New returns a Service.
 func New(o Options) *Service {
-	s := &Service{store: o.Store, verifier: o.Verifier, caches: o.Caches, log: o.Logger, now: o.Now, envs: map[string]bool{}}
+	s := &Service{store: o.Store, verifier: o.Verifier, caches: o.Caches, log: o.Logger, now: o.Now, envs: map[string]bool{},
+		sealer: o.Sealer, reveals: o.RevealLimiter}
+	if s.reveals == nil {
+		s.reveals = ratelimit.NewLocal(1024)
+	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -71,8 +85,29 @@ const writeTimeout = 30 * time.Second
 // (a concurrent regenerate); the write is retried with the new hash.
 var errHashMoved = errors.New("secret changed concurrently")
 
-// update runs fn on key id in one store transaction, coordinated with the caches.
-func (s *Service) update(ctx context.Context, id string, fn func(*keys.Key) error) (*keys.Key, error) {
+// audit describes the audit event of a write: action, by the actor the
+// transport put in ctx.
+func (s *Service) audit(ctx context.Context, action string) store.Audit {
+	actor := audit.ActorFrom(ctx)
+	return store.Audit{Actor: actor.KeyID, Source: actor.Source, Action: action}
+}
+
+// leakAudit describes the audit event of a leak report, saying why in
+// detail.
+func (s *Service) leakAudit(ctx context.Context, detail string) store.Audit {
+	a := s.audit(ctx, audit.ActionLeakReported)
+	a.Detail = detail
+	return a
+}
+
+// update runs fn on key id in one store transaction, coordinated with the
+// caches, recording action in the audit trail.
+func (s *Service) update(ctx context.Context, id, action string, fn func(*keys.Key) error) (*keys.Key, error) {
+	return s.updateAudited(ctx, id, s.audit(ctx, action), fn)
+}
+
+// updateAudited is update with the audit event given whole.
+func (s *Service) updateAudited(ctx context.Context, id string, a store.Audit, fn func(*keys.Key) error) (*keys.Key, error) {
 	if err := checkID(id); err != nil {
 		return nil, err
 	}
@@ -85,17 +120,17 @@ func (s *Service) update(ctx context.Context, id string, fn func(*keys.Key) erro
 		}
 		var after *keys.Key
 		err = s.caches.Write(ctx, secretsOf(cur), func(ctx context.Context) ([]keys.Change, error) {
-			before, a, err := s.store.Update(ctx, id, func(k *keys.Key) error {
+			before, written, err := s.store.Update(ctx, id, func(k *keys.Key) error {
 				if !sameSecrets(k, cur) {
 					return errHashMoved
 				}
 				return fn(k)
-			})
+			}, a)
 			if err != nil {
 				return nil, err
 			}
-			after = a
-			return changesFor(before, a, a.Version), nil
+			after = written
+			return changesFor(before, written, written.Version), nil
 		})
 		switch {
 		case errors.Is(err, errHashMoved) && attempt < 3:

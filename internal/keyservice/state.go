@@ -4,6 +4,7 @@ import (
 	"context"
 
 	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
+	"github.com/keyward/keyward/internal/audit"
 	"github.com/keyward/keyward/internal/keys"
 )
 
@@ -28,7 +29,11 @@ func (s *Service) DisableKey(ctx context.Context, req *keywardv1.DisableKeyReque
 // setState writes even when the state is unchanged: the call is then a cheap
 // way to re-confirm propagation after an earlier attempt failed mid-way.
 func (s *Service) setState(ctx context.Context, id, etag string, to keys.State) (*keys.Key, error) {
-	return s.update(ctx, id, func(k *keys.Key) error {
+	action := audit.ActionEnable
+	if to == keys.StateDisabled {
+		action = audit.ActionDisable
+	}
+	return s.update(ctx, id, action, func(k *keys.Key) error {
 		if err := checkEtag(etag)(k); err != nil {
 			return err
 		}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
+	"github.com/keyward/keyward/internal/audit"
 	"github.com/keyward/keyward/internal/keys"
 )
 
@@ -69,12 +70,15 @@ func (s *Service) UpdateKey(ctx context.Context, req *keywardv1.UpdateKeyRequest
 			return nil, err
 		}
 	}
-	k, err := s.update(ctx, in.GetKeyId(), func(k *keys.Key) error {
+	k, err := s.update(ctx, in.GetKeyId(), audit.ActionUpdate, func(k *keys.Key) error {
 		if err := checkEtag(in.GetEtag())(k); err != nil {
 			return err
 		}
 		if upd["environment"] && in.GetEnvironment() != k.Environment {
 			return keys.Invalid("update_mask", "environment is immutable: it is part of the secret's prefix")
+		}
+		if upd["recoverable"] && in.GetRecoverable() != (len(k.Sealed) > 0) {
+			return keys.Invalid("update_mask", "recoverable is immutable: a secret can be kept only when it is created; create a new recoverable key instead")
 		}
 		if upd["display_name"] {
 			k.Name = in.GetDisplayName()
@@ -141,7 +145,7 @@ func maskPaths(req *keywardv1.UpdateKeyRequest) ([]string, error) {
 			out = append(out, mutable...)
 		case p == "ttl":
 			out = append(out, "expire_time") // ttl is how expire_time may be given
-		case p == "environment":
+		case p == "environment" || p == "recoverable":
 			out = append(out, p) // allowed only when unchanged; checked against the row
 		case outputOnly[p]:
 		case contains(mutable, p):

@@ -44,7 +44,7 @@ func (s *Service) Validate(ctx context.Context, req *keywardv1.ValidateRequest) 
 	if res.Valid {
 		// The key may be a shared cached snapshot: render it once, reuse the
 		// message (gRPC only reads it while marshalling).
-		out.Key = res.Key.View(func(k *keys.Key) any { return s.toProto(k) }).(*keywardv1.Key)
+		out.Key = res.Key.View(func(k *keys.Key) any { return s.validatedProto(k) }).(*keywardv1.Key)
 		if res.HasQuota {
 			// The snapshot's count is stale by design; show the one just taken.
 			out.Key = proto.CloneOf(out.Key)
@@ -53,4 +53,13 @@ func (s *Service) Validate(ctx context.Context, req *keywardv1.ValidateRequest) 
 		}
 	}
 	return out, nil
+}
+
+// validatedProto renders a validated key. It leaves out recoverable:
+// management information, which a snapshot from Redis (that never holds the
+// sealed secret) could not tell.
+func (s *Service) validatedProto(k *keys.Key) *keywardv1.Key {
+	p := s.toProto(k)
+	p.Recoverable = false
+	return p
 }

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/keyward/keyward/internal/keys"
 )
@@ -23,6 +24,7 @@ func toStatus(ctx context.Context, log *slog.Logger, method string, err error) e
 		return err // already a status, e.g. from grpc itself
 	}
 	var invalid *keys.InvalidArgumentError
+	var later *keys.RetryLaterError
 	switch {
 	case errors.As(err, &invalid):
 		st := status.New(codes.InvalidArgument, invalid.Error())
@@ -42,6 +44,14 @@ func toStatus(ctx context.Context, log *slog.Logger, method string, err error) e
 		return status.Error(codes.AlreadyExists, err.Error())
 	case errors.Is(err, keys.ErrConflict):
 		return status.Error(codes.Aborted, err.Error())
+	case errors.Is(err, keys.ErrFailedPrecondition):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.As(err, &later):
+		st := status.New(codes.ResourceExhausted, later.Error())
+		if d, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(later.RetryAfter)}); derr == nil {
+			st = d
+		}
+		return st.Err()
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
 	case errors.Is(err, context.Canceled):

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
+	"github.com/keyward/keyward/internal/audit"
 	"github.com/keyward/keyward/internal/keys"
 )
 
@@ -56,40 +58,74 @@ func bearer(ctx context.Context) string {
 }
 
 type interceptors struct {
-	auth Authenticator
-	log  *slog.Logger
+	auth  Authenticator
+	log   *slog.Logger
+	obs   Observer     // nil: none
+	certs *clientCerts // nil: no client certificates demanded (mtls.go)
+	fails *signInFailures
 }
 
-func (i interceptors) authorize(ctx context.Context, method string) error {
-	if isPublic(method) {
-		return nil
+// authorize checks the caller and returns ctx carrying who it is, for the
+// audit trail (audit.ActorFrom).
+func (i interceptors) authorize(ctx context.Context, method string) (context.Context, error) {
+	if err := i.certs.authorize(ctx, method); err != nil {
+		return ctx, err
 	}
-	_, err := i.auth.Authenticate(ctx, bearer(ctx))
-	return err
+	if isPublic(method) {
+		return ctx, nil
+	}
+	k, err := i.auth.Authenticate(ctx, bearer(ctx))
+	if errors.Is(err, keys.ErrUnauthenticated) || errors.Is(err, keys.ErrPermissionDenied) {
+		i.fails.record(ctx, method, err)
+	}
+	if err != nil {
+		return ctx, err
+	}
+	return audit.WithActor(ctx, audit.Actor{KeyID: k.ID, Source: source(ctx)}), nil
 }
 
 // unary authenticates, maps errors to status codes in one place, and logs.
 // Request and response bodies are never logged: they carry secrets.
 func (i interceptors) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	start := time.Now()
+	ctx, rq, given := rpcRequest(ctx) // the request id, for the response and every log line (observe.go)
 	resp, err := func() (any, error) {
-		if err := i.authorize(ctx, info.FullMethod); err != nil {
+		ctx, err := i.authorize(ctx, info.FullMethod)
+		if err != nil {
 			return nil, err
 		}
 		return handler(ctx, req)
 	}()
 	err = toStatus(ctx, i.log, info.FullMethod, err)
-	// Successful Validate and Check calls are the hot path and are not logged
-	// one by one; metrics count them.
-	if err != nil || !isPublic(info.FullMethod) {
-		i.log.InfoContext(ctx, "rpc", "method", info.FullMethod, "code", status.Code(err).String(), "duration", time.Since(start))
+	if given || err != nil || !isPublic(info.FullMethod) {
+		returnRequestID(ctx, rq)
+	}
+	code, d := status.Code(err), time.Since(start)
+	if i.obs != nil {
+		i.obs.RPC(info.FullMethod, code, d)
+	}
+	// Successful Validate and Check calls are the hot path: one line each
+	// only at debug level; metrics count them.
+	level := slog.LevelInfo
+	if err == nil && isPublic(info.FullMethod) {
+		level = slog.LevelDebug
+	}
+	if i.log.Enabled(ctx, level) {
+		i.log.LogAttrs(ctx, level, "rpc", slog.String("method", info.FullMethod),
+			slog.String("code", code.String()), slog.Duration("duration", d))
 	}
 	return resp, err
 }
 
 func (i interceptors) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if err := i.authorize(ss.Context(), info.FullMethod); err != nil {
-		return toStatus(ss.Context(), i.log, info.FullMethod, err)
+	start := time.Now()
+	_, err := i.authorize(ss.Context(), info.FullMethod)
+	if err == nil {
+		err = handler(srv, ss)
 	}
-	return toStatus(ss.Context(), i.log, info.FullMethod, handler(srv, ss))
+	err = toStatus(ss.Context(), i.log, info.FullMethod, err)
+	if i.obs != nil {
+		i.obs.RPC(info.FullMethod, status.Code(err), time.Since(start))
+	}
+	return err
 }

@@ -16,11 +16,11 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
@@ -47,6 +47,24 @@ type Options struct {
 	Register func(*grpc.Server)
 	// Routes adds further HTTP handlers (e.g. the console, forward-auth).
 	Routes func(*http.ServeMux)
+	// Observer is told of every finished gRPC call and HTTP request, for
+	// metrics; nil for none (observe.go).
+	Observer Observer
+	// GRPCOptions, DialOptions and WrapHTTP instrument the server (tracing):
+	// options of the gRPC server and of the REST gateway's connection to
+	// it, and a wrapper of the whole HTTP handler.
+	GRPCOptions []grpc.ServerOption
+	DialOptions []grpc.DialOption
+	WrapHTTP    func(http.Handler) http.Handler
+	// TLS, if set, serves both listeners over TLS (tls.go).
+	TLS TLS
+	// ClientCerts demands verified client certificates for Validate and
+	// Check on the gRPC listener (needs TLS with client CAs); ClientSubjects,
+	// if any, are the allowed subjects (mtls.go).
+	ClientCerts    bool
+	ClientSubjects []string
+	// AuditLog records failed admin sign-ins; nil: they are only counted.
+	AuditLog AuditLog
 }
 
 // Server owns both listeners.
@@ -58,6 +76,7 @@ type Server struct {
 	grpc    *grpc.Server
 	health  *health.Server
 	gwConn  *grpc.ClientConn
+	gwLis   gatewayListener // in-memory listener of the REST gateway (tls.go)
 	http    *http.Server
 }
 
@@ -68,6 +87,7 @@ func New(o Options) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.log = LogRequestIDs(s.log)
 	var err error
 	if s.grpcLis, err = net.Listen("tcp", o.GRPCAddr); err != nil {
 		return nil, fmt.Errorf("listen gRPC on %s: %w", o.GRPCAddr, err)
@@ -76,8 +96,9 @@ func New(o Options) (*Server, error) {
 		s.grpcLis.Close()
 		return nil, fmt.Errorf("listen HTTP on %s: %w", o.HTTPAddr, err)
 	}
-	ic := interceptors{auth: o.Auth, log: s.log}
-	s.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(ic.unary), grpc.ChainStreamInterceptor(ic.stream))
+	ic := interceptors{auth: o.Auth, log: s.log, obs: o.Observer, certs: newClientCerts(o.ClientCerts, o.ClientSubjects),
+		fails: &signInFailures{log: o.AuditLog, logger: s.log, perSecond: 10}}
+	s.grpc = grpc.NewServer(append(append(s.grpcServerOptions(), o.GRPCOptions...), grpc.ChainUnaryInterceptor(ic.unary), grpc.ChainStreamInterceptor(ic.stream))...)
 	keywardv1.RegisterKeyServiceServer(s.grpc, o.Service)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
@@ -86,7 +107,8 @@ func New(o Options) (*Server, error) {
 		o.Register(s.grpc)
 	}
 
-	s.gwConn, err = grpc.NewClient(s.grpcLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	s.gwLis = gatewayListener{bufconn.Listen(gatewayBuffer)}
+	s.gwConn, err = s.dialGateway()
 	if err != nil {
 		s.grpcLis.Close()
 		s.httpLis.Close()
@@ -99,6 +121,8 @@ func New(o Options) (*Server, error) {
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
 		}}),
 		runtime.WithErrorHandler(errorHandler),
+		runtime.WithMetadata(gatewayMetadata),                    // route and request id (observe.go)
+		runtime.WithOutgoingHeaderMatcher(gatewayOutgoingHeader), // X-Request-Id is set once, by observeHTTP
 	)
 	if err := keywardv1.RegisterKeyServiceHandler(context.Background(), gw, s.gwConn); err != nil {
 		return nil, fmt.Errorf("register gateway: %w", err)
@@ -117,11 +141,15 @@ func New(o Options) (*Server, error) {
 		o.Routes(mux)
 	}
 	s.http = &http.Server{
-		Handler:           mux,
+		Handler:           s.httpHandler(mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
+		TLSConfig:         s.httpTLSConfig(),
+		// net/http's own complaints (TLS handshake errors, mostly) as log
+		// records like the others, not bare lines on stderr.
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	return s, nil
 }
@@ -141,7 +169,17 @@ func (s *Server) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error {
-		if err := s.http.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.grpc.Serve(s.gwLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("serve the REST gateway's gRPC: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		serve := s.http.Serve
+		if s.http.TLSConfig != nil {
+			serve = func(l net.Listener) error { return s.http.ServeTLS(l, "", "") }
+		}
+		if err := serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve HTTP: %w", err)
 		}
 		return nil

@@ -16,8 +16,8 @@ import (
 
 // Normalize gives k the form every read returns: UTC microsecond times (the
 // precision both backends keep), non-nil Scopes and Metadata, nil
-// AllowedCIDRs and PrevHash when empty, and a rate limit period in whole
-// milliseconds (the policy column's unit).
+// AllowedCIDRs, PrevHash and Sealed when empty, and a rate limit period in
+// whole milliseconds (the policy column's unit).
 func Normalize(k *keys.Key) {
 	if k.Scopes == nil {
 		k.Scopes = []string{}
@@ -30,6 +30,9 @@ func Normalize(k *keys.Key) {
 	}
 	if len(k.PrevHash) == 0 {
 		k.PrevHash = nil
+	}
+	if len(k.Sealed) == 0 {
+		k.Sealed = nil
 	}
 	k.RateLimit.Period = k.RateLimit.Period.Truncate(time.Millisecond)
 	k.CreateTime = Micro(k.CreateTime)

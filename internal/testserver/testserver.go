@@ -33,6 +33,12 @@ type Options struct {
 	AdminKey string
 	// NoLocalCache turns the in-process tier off.
 	NoLocalCache bool
+	// MasterKey (KEYWARD_MASTER_KEY) allows recoverable keys.
+	MasterKey string
+	// Log, if set, receives every log line, at debug level.
+	Log io.Writer
+	// UsageFlushInterval is --usage-flush-interval (0: its default).
+	UsageFlushInterval time.Duration
 }
 
 // Server is a running instance and clients for it.
@@ -69,9 +75,15 @@ func Start(t testing.TB, o Options) *Server {
 				return o.RedisAddr
 			case "KEYWARD_REDIS_NAMESPACE":
 				return o.RedisNamespace
+			case "KEYWARD_MASTER_KEY":
+				return o.MasterKey
 			case "KEYWARD_LOCAL_CACHE":
 				if o.NoLocalCache {
 					return "false"
+				}
+			case "KEYWARD_USAGE_FLUSH_INTERVAL":
+				if o.UsageFlushInterval > 0 {
+					return o.UsageFlushInterval.String()
 				}
 			}
 			return ""
@@ -82,6 +94,9 @@ func Start(t testing.TB, o Options) *Server {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	if o.Log != nil {
+		log = slog.New(slog.NewTextHandler(o.Log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := app.New(ctx, cfg, log)

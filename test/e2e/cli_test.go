@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
 	"github.com/keyward/keyward/internal/testenv"
 )
 
@@ -131,54 +136,322 @@ func TestVersion(t *testing.T) {
 	}
 }
 
-// TestKeysCLI drives `keyward keys …` (the contract's CLI client) against a
-// real server: create with every documented flag, list, disable (flags after
-// the key id), and a clear failure for an unknown id.
+// cliRun is one finished run of the binary.
+type cliRun struct {
+	args           []string
+	stdout, stderr string
+	code           int
+}
+
+// runCLI runs the binary with stdin, the test's environment without
+// KEYWARD_* variables, and env on top (a later entry wins).
+func runCLI(t *testing.T, stdin string, env []string, args ...string) cliRun {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, keywardBin, args...)
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(serverEnv(), env...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("keyward %s did not exit within 30s\nstdout: %s\nstderr: %s", strings.Join(args, " "), &out, &errOut)
+	}
+	r := cliRun{args: args, stdout: out.String(), stderr: errOut.String()}
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exit):
+		r.code = exit.ExitCode()
+	default:
+		t.Fatalf("run keyward %s: %v", strings.Join(args, " "), err)
+	}
+	return r
+}
+
+// want asserts the exit code.
+func (r cliRun) want(t *testing.T, code int) cliRun {
+	t.Helper()
+	if r.code != code {
+		t.Fatalf("keyward %s: exit code %d, want %d\nstdout: %s\nstderr: %s", strings.Join(r.args, " "), r.code, code, r.stdout, r.stderr)
+	}
+	return r
+}
+
+// decode parses -o json output into m, rejecting unknown fields: the output
+// must be the RPC's response message in protojson.
+func (r cliRun) decode(t *testing.T, m proto.Message) {
+	t.Helper()
+	if err := protojson.Unmarshal([]byte(r.stdout), m); err != nil {
+		t.Fatalf("keyward %s: output is not a %T in protojson (%v):\n%s", strings.Join(r.args, " "), m, err, r.stdout)
+	}
+}
+
+// field reads the value of a "name:  value" row of text output.
+func (r cliRun) field(t *testing.T, name string) string {
+	t.Helper()
+	for _, line := range strings.Split(r.stdout, "\n") {
+		if v, ok := strings.CutPrefix(line, name+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("keyward %s: no %q row in:\n%s", strings.Join(r.args, " "), name, r.stdout)
+	return ""
+}
+
+// keysCLI runs `keyward keys …` against srv as a script would: the server
+// from KEYWARD_SERVER and the admin key from KEYWARD_ADMIN_KEY.
+type keysCLI struct {
+	t   *testing.T
+	srv *server
+}
+
+func (c keysCLI) run(stdin string, env []string, args ...string) cliRun {
+	c.t.Helper()
+	base := []string{"KEYWARD_SERVER=" + c.srv.GRPCAddr, "KEYWARD_ADMIN_KEY=" + c.srv.AdminKey}
+	return runCLI(c.t, stdin, append(base, env...), append([]string{"keys"}, args...)...)
+}
+
+// keys runs a command with no stdin and the default environment.
+func (c keysCLI) keys(args ...string) cliRun {
+	c.t.Helper()
+	return c.run("", nil, args...)
+}
+
+// Exit codes documented in `keyward keys -h`.
+const (
+	exitOK          = 0
+	exitUsage       = 2
+	exitRefused     = 3
+	exitNotFound    = 4
+	exitConflict    = 5
+	exitUnauthed    = 6
+	exitUnavailable = 7
+)
+
+// TestKeysCLI drives every `keyward keys` command (the contract's CLI
+// client) against a real server, in both output formats, and checks the
+// exit codes scripts rely on.
 func TestKeysCLI(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t, t.TempDir(), "")
-	common := []string{"--server", srv.GRPCAddr, "--admin-key-file", filepath.Join(srv.DataDir, "admin.key")}
-	keys := func(args ...string) (string, string, int) {
-		stdout, stderr, code, _ := runKeyward(t, 30*time.Second, append([]string{"keys"}, args...)...)
-		return stdout, stderr, code
+	c := keysCLI{t: t, srv: srv}
+
+	// create, exactly as the contract spells it, plus the optional fields;
+	// the admin key from a file this time.
+	var created keywardv1.CreateKeyResponse
+	c.run("", []string{"KEYWARD_SERVER=", "KEYWARD_ADMIN_KEY="}, "create", "--name", "cli key", "--description", "from the CLI",
+		"--environment", "test", "--scopes", "orders:read,orders:write", "--metadata", "team=a,site=b",
+		"--expire-time", "2031-01-02T03:04:05Z", "--server", srv.GRPCAddr,
+		"--admin-key-file", filepath.Join(srv.DataDir, "admin.key"), "-o", "json").want(t, exitOK).decode(t, &created)
+	k := created.GetKey()
+	if k.GetDisplayName() != "cli key" || k.GetDescription() != "from the CLI" || k.GetEnvironment() != "test" ||
+		strings.Join(k.GetScopes(), ",") != "orders:read,orders:write" || k.GetMetadata()["team"] != "a" ||
+		k.GetExpireTime().AsTime().Format(time.RFC3339) != "2031-01-02T03:04:05Z" ||
+		!strings.HasPrefix(created.GetSecret(), "kw_test_") {
+		t.Fatalf("created %v", &created)
 	}
-	out, errOut, code := keys(append([]string{"create", "--name", "cli key", "--description", "from the CLI",
-		"--environment", "test", "--scopes", "orders:read,orders:write", "-o", "json"}, common...)...)
-	if code != 0 {
-		t.Fatalf("keys create exited %d: %s", code, errOut)
-	}
-	var created struct {
-		Key struct {
-			KeyID, DisplayName, Description, Environment string
-			Scopes                                       []string
-		}
-		Secret string
-	}
-	if err := json.Unmarshal([]byte(out), &created); err != nil {
-		t.Fatalf("keys create -o json printed %q: %v", out, err)
-	}
-	k := created.Key
-	if k.DisplayName != "cli key" || k.Description != "from the CLI" || k.Environment != "test" ||
-		strings.Join(k.Scopes, ",") != "orders:read,orders:write" || !strings.HasPrefix(created.Secret, "kw_test_") {
-		t.Fatalf("created %+v", created)
-	}
-	if got := srv.validate(t, created.Secret); got["valid"] != true {
+	id, secret := k.GetKeyId(), created.GetSecret()
+	if got := srv.validate(t, secret); got["valid"] != true {
 		t.Fatalf("the CLI's key does not validate: %v", got)
 	}
+	r := c.keys("create", "--name", "cli text key").want(t, exitOK)
+	textID, textSecret := r.field(t, "key id"), r.field(t, "secret")
+	if !strings.HasPrefix(textSecret, "kw_live_") || r.field(t, "state") != "ACTIVE" || r.field(t, "environment") != "live" {
+		t.Fatalf("keys create (text):\n%s", r.stdout)
+	}
 
-	out, errOut, code = keys(append([]string{"list", "--query", "cli"}, common...)...)
-	if code != 0 || !strings.Contains(out, k.KeyID) || !strings.Contains(out, "ACTIVE") || strings.Contains(out, created.Secret) {
-		t.Fatalf("keys list (exit %d): %q %s", code, out, errOut)
+	// get
+	r = c.keys("get", id).want(t, exitOK)
+	if r.field(t, "key id") != id || r.field(t, "scopes") != "orders:read,orders:write" ||
+		r.field(t, "metadata") != "site=b,team=a" || r.field(t, "expires") != "2031-01-02T03:04:05Z" ||
+		r.field(t, "etag") == "" || strings.Contains(r.stdout, secret) {
+		t.Fatalf("keys get (text):\n%s", r.stdout)
 	}
-	out, errOut, code = keys(append([]string{"disable", k.KeyID}, common...)...)
-	if code != 0 || !strings.Contains(out, "DISABLED") {
-		t.Fatalf("keys disable (exit %d): %q %s", code, out, errOut)
+	var got keywardv1.GetKeyResponse
+	c.keys("get", id, "-o", "json").want(t, exitOK).decode(t, &got)
+	if got.GetKey().GetKeyId() != id || got.GetKey().GetMaskedKey() == "" {
+		t.Fatalf("keys get -o json: %v", &got)
 	}
-	if got := srv.validate(t, created.Secret); got["reason"] != "REASON_DISABLED" {
-		t.Fatalf("after keys disable: %v", got)
+
+	// list: a table with a header; JSON; pages
+	r = c.keys("list").want(t, exitOK)
+	if !strings.HasPrefix(r.stdout, "KEY ID") || !strings.Contains(r.stdout, id) || !strings.Contains(r.stdout, textID) ||
+		containsAny(r.stdout, secret, textSecret) {
+		t.Fatalf("keys list (text):\n%s", r.stdout)
 	}
-	_, errOut, code = keys(append([]string{"get", "key_unknown"}, common...)...)
-	if code == 0 || !strings.Contains(errOut, "NotFound") {
-		t.Fatalf("keys get of an unknown id: exit %d, %q", code, errOut)
+	var page keywardv1.ListKeysResponse
+	c.keys("list", "--query", "cli", "-o", "json").want(t, exitOK).decode(t, &page)
+	if ids := keyIDs(&page); !ids[id] || !ids[textID] || len(ids) != 2 {
+		t.Fatalf("keys list --query cli -o json: %v", &page)
 	}
+	c.keys("list", "--page-size", "1", "-o", "json").want(t, exitOK).decode(t, &page)
+	if len(page.GetKeys()) != 1 || page.GetNextPageToken() == "" {
+		t.Fatalf("keys list --page-size 1: %v", &page)
+	}
+	first := page.GetKeys()[0].GetKeyId()
+	c.keys("list", "--page-size", "1", "--page-token", page.GetNextPageToken(), "-o", "json").want(t, exitOK).decode(t, &page)
+	if len(page.GetKeys()) != 1 || page.GetKeys()[0].GetKeyId() == first {
+		t.Fatalf("keys list --page-token: %v", &page)
+	}
+	c.keys("list", "--page-size", "1", "--all", "-o", "json").want(t, exitOK).decode(t, &page)
+	if ids := keyIDs(&page); len(ids) != 3 || !ids[id] || !ids[textID] || page.GetNextPageToken() != "" { // and the admin key
+		t.Fatalf("keys list --all: %v", &page)
+	}
+	if r = c.keys("list", "--page-size", "1").want(t, exitOK); !strings.Contains(r.stdout, "--page-token ") {
+		t.Fatalf("keys list --page-size 1 (text) does not say how to go on:\n%s", r.stdout)
+	}
+
+	// search: by name as an argument, by a pasted key on stdin only
+	r = c.keys("search", "text key").want(t, exitOK)
+	if !strings.Contains(r.stdout, textID) || strings.Contains(r.stdout, id) {
+		t.Fatalf("keys search 'text key':\n%s", r.stdout)
+	}
+	c.run(secret+"\n", nil, "search", "--stdin", "-o", "json").want(t, exitOK).decode(t, &page)
+	if ids := keyIDs(&page); len(ids) != 1 || !ids[id] {
+		t.Fatalf("keys search --stdin <secret>: %v", &page)
+	}
+	c.keys("search").want(t, exitUsage)
+	c.run("", nil, "search", "--stdin").want(t, exitUsage)
+
+	// update: only the flags given change; an empty value clears
+	var upd keywardv1.UpdateKeyResponse
+	c.keys("update", id, "--description", "", "-o", "json").want(t, exitOK).decode(t, &upd)
+	if u := upd.GetKey(); u.GetDescription() != "" || u.GetDisplayName() != "cli key" || len(u.GetScopes()) != 2 ||
+		u.GetExpireTime() == nil || len(u.GetMetadata()) != 2 {
+		t.Fatalf("keys update --description '': %v", &upd)
+	}
+	r = c.keys("update", id, "--name", "renamed", "--scopes", "orders:read", "--metadata", "", "--expire-time", "").want(t, exitOK)
+	if r.field(t, "name") != "renamed" || r.field(t, "scopes") != "orders:read" || r.field(t, "metadata") != "" ||
+		r.field(t, "expires") != "never" || r.field(t, "description") != "" {
+		t.Fatalf("keys update (text):\n%s", r.stdout)
+	}
+	etag := r.field(t, "etag")
+	c.keys("update", id, "--name", "stale", "--etag", etag+"0").want(t, exitConflict)
+	r = c.keys("update", id, "--metadata", "team=b", "--etag", etag).want(t, exitOK)
+	if r.field(t, "metadata") != "team=b" || r.field(t, "name") != "renamed" {
+		t.Fatalf("keys update --etag:\n%s", r.stdout)
+	}
+	c.keys("update", id).want(t, exitUsage)                                 // nothing to change
+	c.keys("update", id, "--expire-time", "tomorrow").want(t, exitUsage)    // not RFC 3339
+	c.keys("update", id, "--name", "").want(t, exitUsage)                   // the server's InvalidArgument
+	c.keys("update", "key_unknown", "--name", "x").want(t, exitNotFound)    // no such key
+	c.keys("update", id, "--metadata", "no-equals-sign").want(t, exitUsage) // not k=v
+
+	// validate: the key from stdin or a file, never argv; no admin key needed
+	noAdmin := []string{"KEYWARD_ADMIN_KEY="}
+	r = c.run(secret+"\n", noAdmin, "validate").want(t, exitOK)
+	if r.field(t, "result") != "valid" || r.field(t, "key id") != id {
+		t.Fatalf("keys validate (text):\n%s", r.stdout)
+	}
+	var v keywardv1.ValidateResponse
+	c.run(secret, noAdmin, "validate", "--scopes", "orders:read", "--environment", "test", "--client-ip", "192.0.2.1", "-o", "json").
+		want(t, exitOK).decode(t, &v)
+	if !v.GetValid() || v.GetKey().GetKeyId() != id {
+		t.Fatalf("keys validate -o json: %v", &v)
+	}
+	keyFile := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(keyFile, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.run("", noAdmin, "validate", "--key-file", keyFile).want(t, exitOK)
+	r = c.run(secret, noAdmin, "validate", "--scopes", "orders:write").want(t, exitRefused)
+	if r.field(t, "result") != "refused" || r.field(t, "reason") != "REASON_INSUFFICIENT_SCOPE" {
+		t.Fatalf("keys validate --scopes orders:write:\n%s", r.stdout)
+	}
+	r = c.run(secret, noAdmin, "validate", "--environment", "live", "-o", "json").want(t, exitRefused)
+	var raw map[string]any // a refusal says valid: false, not nothing
+	if err := json.Unmarshal([]byte(r.stdout), &raw); err != nil || raw["valid"] != false || raw["reason"] != "REASON_WRONG_ENVIRONMENT" {
+		t.Fatalf("keys validate --environment live -o json (%v):\n%s", err, r.stdout)
+	}
+	if r = c.run("kw_test_notakey\n", noAdmin, "validate").want(t, exitRefused); r.field(t, "reason") != "REASON_MALFORMED" {
+		t.Fatalf("keys validate <garbage>:\n%s", r.stdout)
+	}
+	if r = c.run("", noAdmin, "validate", secret).want(t, exitUsage); strings.Contains(r.stderr, secret) {
+		t.Fatalf("keys validate echoed the key from its arguments: %s", r.stderr)
+	}
+	c.run("", noAdmin, "validate").want(t, exitUsage) // nothing on stdin
+
+	// disable and enable, with etags
+	etag = c.keys("get", id).want(t, exitOK).field(t, "etag")
+	c.keys("disable", id, "--etag", etag+"0").want(t, exitConflict)
+	if r = c.keys("disable", id, "--etag", etag).want(t, exitOK); r.field(t, "state") != "DISABLED" {
+		t.Fatalf("keys disable:\n%s", r.stdout)
+	}
+	if r = c.run(secret, nil, "validate").want(t, exitRefused); r.field(t, "reason") != "REASON_DISABLED" {
+		t.Fatalf("keys validate after disable:\n%s", r.stdout)
+	}
+	var en keywardv1.EnableKeyResponse
+	c.keys("enable", id, "-o", "json").want(t, exitOK).decode(t, &en)
+	if en.GetKey().GetState() != keywardv1.Key_STATE_ACTIVE {
+		t.Fatalf("keys enable -o json: %v", &en)
+	}
+	c.run(secret, nil, "validate").want(t, exitOK)
+
+	// regenerate: the old secret is refused at once, the new one works
+	c.keys("regenerate", id, "--etag", "0").want(t, exitConflict)
+	var regen keywardv1.RegenerateKeyResponse
+	c.keys("regenerate", id, "-o", "json").want(t, exitOK).decode(t, &regen)
+	if regen.GetSecret() == "" || regen.GetSecret() == secret {
+		t.Fatalf("keys regenerate -o json: %v", &regen)
+	}
+	c.run(secret, nil, "validate").want(t, exitRefused)
+	c.run(regen.GetSecret(), nil, "validate").want(t, exitOK)
+	r = c.keys("regenerate", textID).want(t, exitOK)
+	if s := r.field(t, "secret"); s == textSecret || !strings.HasPrefix(s, "kw_live_") {
+		t.Fatalf("keys regenerate (text):\n%s", r.stdout)
+	}
+
+	// delete
+	c.keys("delete", id, "--etag", "0").want(t, exitConflict)
+	if r = c.keys("delete", id).want(t, exitOK); !strings.Contains(r.stdout, "deleted") {
+		t.Fatalf("keys delete (text): %q", r.stdout)
+	}
+	if r = c.keys("get", id).want(t, exitNotFound); !strings.Contains(r.stderr, "NotFound") {
+		t.Fatalf("keys get of a deleted key: %q", r.stderr)
+	}
+	c.keys("delete", id).want(t, exitNotFound)
+	c.keys("delete", textID, "-o", "json").want(t, exitOK).decode(t, &keywardv1.DeleteKeyResponse{})
+
+	// exit codes of failures before, at and after the server
+	c.run("", []string{"KEYWARD_ADMIN_KEY="}, "list").want(t, exitUnauthed)
+	c.run("", []string{"KEYWARD_ADMIN_KEY=kw_live_" + strings.Repeat("x", 49)}, "list").want(t, exitUnauthed)
+	c.keys("list", "--server", "127.0.0.1:1", "--timeout", "5s").want(t, exitUnavailable) // nothing listens on port 1
+	c.keys("frobnicate").want(t, exitUsage)
+	c.keys("get").want(t, exitUsage)
+	c.keys("list", "-o", "yaml").want(t, exitUsage)
+	c.keys("list", "--no-such-flag").want(t, exitUsage)
+	c.keys("create").want(t, exitUsage) // no --name: the server's InvalidArgument
+	if r = c.keys("-h").want(t, exitOK); !strings.Contains(r.stdout, "exit codes:") {
+		t.Fatalf("keys -h does not document the exit codes:\n%s", r.stdout)
+	}
+}
+
+func keyIDs(r *keywardv1.ListKeysResponse) map[string]bool {
+	ids := map[string]bool{}
+	for _, k := range r.GetKeys() {
+		ids[k.GetKeyId()] = true
+	}
+	return ids
+}
+
+// TestHealthcheck: `keyward healthcheck`, the distroless image's
+// HEALTHCHECK, succeeds against a serving instance, also when given the
+// container's wildcard listen address, and fails when nothing answers.
+func TestHealthcheck(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, t.TempDir(), "")
+	_, port, err := net.SplitHostPort(srv.HTTPAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := runCLI(t, "", nil, "healthcheck", "--http-addr", srv.HTTPAddr).want(t, exitOK); !strings.Contains(r.stdout, "ok") {
+		t.Errorf("healthcheck printed %q", r.stdout)
+	}
+	runCLI(t, "", []string{"KEYWARD_HTTP_ADDR=0.0.0.0:" + port}, "healthcheck").want(t, exitOK)
+	runCLI(t, "", nil, "healthcheck", "--http-addr", srv.HTTPAddr, "--path", "/readyz").want(t, exitOK)
+	runCLI(t, "", nil, "healthcheck", "--http-addr", srv.HTTPAddr, "--path", "/nope").want(t, 1)
+	runCLI(t, "", nil, "healthcheck", "--http-addr", "127.0.0.1:1").want(t, 1)
 }

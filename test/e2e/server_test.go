@@ -159,12 +159,13 @@ func startServerWith(t *testing.T, o serverOptions) *server {
 	if _, _, err := net.SplitHostPort(grpcAddr); err != nil {
 		t.Fatalf("\"keyward is serving\": grpc = %q, want host:port (%v)", grpcAddr, err)
 	}
-	if !strings.HasPrefix(rest, "http://") || !strings.HasSuffix(rest, "/v1/keys") {
-		t.Fatalf("\"keyward is serving\": rest = %q, want http://host:port/v1/keys", rest)
+	scheme, hostPath, _ := strings.Cut(rest, "://") // https with --tls-cert-file
+	if (scheme != "http" && scheme != "https") || !strings.HasSuffix(rest, "/v1/keys") {
+		t.Fatalf("\"keyward is serving\": rest = %q, want http(s)://host:port/v1/keys", rest)
 	}
 	s.GRPCAddr = grpcAddr
-	s.HTTPAddr = strings.TrimSuffix(strings.TrimPrefix(rest, "http://"), "/v1/keys")
-	s.BaseURL = "http://" + s.HTTPAddr
+	s.HTTPAddr = strings.TrimSuffix(hostPath, "/v1/keys")
+	s.BaseURL = scheme + "://" + s.HTTPAddr
 	if _, _, err := net.SplitHostPort(s.HTTPAddr); err != nil {
 		t.Fatalf("\"keyward is serving\": rest = %q, want http://host:port/v1/keys (%v)", rest, err)
 	}

@@ -22,29 +22,36 @@ type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// columns are the columns of api_keys a key is written to and read from, in
-// scan's order.
+// columns are the columns of api_keys a key is written to, in scan's order.
+// api_keys.last_used_time is not among them: LastUsed lives in
+// api_key_last_used (see migration 0004).
 const columns = `id, name, description, environment, state, hash, start, last4,
-	scopes, metadata, create_time, update_time, expire_time, last_used_time, version,
-	policy, prev_hash, prev_start, prev_last4, prev_expire_time`
+	scopes, metadata, create_time, update_time, expire_time, version,
+	policy, prev_hash, prev_start, prev_last4, prev_expire_time, sealed`
 
-// selectKeys reads keys (as k) with their quota usage, in scan's order.
+// selectKeys reads keys (as k) with their quota usage and last use, in scan's
+// order.
 const selectKeys = `SELECT k.id, k.name, k.description, k.environment, k.state, k.hash, k.start, k.last4,
-	k.scopes, k.metadata, k.create_time, k.update_time, k.expire_time, k.last_used_time, k.version,
-	k.policy, k.prev_hash, k.prev_start, k.prev_last4, k.prev_expire_time,
-	coalesce(u.period, ''), coalesce(u.used, 0)
-	FROM api_keys k LEFT JOIN api_key_quota u ON u.key_id = k.id`
+	k.scopes, k.metadata, k.create_time, k.update_time, k.expire_time, k.version,
+	k.policy, k.prev_hash, k.prev_start, k.prev_last4, k.prev_expire_time, k.sealed,
+	coalesce(u.period, ''), coalesce(u.used, 0), lu.last_used_time
+	FROM api_keys k
+	LEFT JOIN api_key_quota u ON u.key_id = k.id
+	LEFT JOIN api_key_last_used lu ON lu.key_id = k.id`
 
 // Create inserts k; see store.Store.
-func (s *Store) Create(ctx context.Context, k *keys.Key, requestID string) (*keys.Key, error) {
+func (s *Store) Create(ctx context.Context, k *keys.Key, requestID string, a store.Audit) (*keys.Key, error) {
 	if k.ID == "" {
 		return nil, keys.Invalid("id", "must not be empty")
+	}
+	if err := store.CheckAudit(a); err != nil {
+		return nil, fmt.Errorf("create key %s: %w", k.ID, err)
 	}
 	c := k.Clone()
 	store.Normalize(c)
 	now := store.Micro(s.now())
 	c.CreateTime, c.UpdateTime, c.Version = now, now, 1
-	c.QuotaUsage = keys.QuotaUsage{} // a new key has used nothing
+	c.QuotaUsage, c.LastUsed = keys.QuotaUsage{}, time.Time{} // a new key has used nothing
 	metadata, err := json.Marshal(c.Metadata)
 	if err != nil {
 		return nil, fmt.Errorf("create key %s: encode metadata: %w", k.ID, err)
@@ -60,32 +67,44 @@ func (s *Store) Create(ctx context.Context, k *keys.Key, requestID string) (*key
 	// ON CONFLICT (request_id) is checked before the other unique indexes,
 	// so a retried create learns which key it already made even if its new
 	// id or hash also collides; and a create racing the first one waits for
-	// it to commit rather than failing with a bare unique violation. The
-	// loop covers the key being deleted between the two statements.
+	// it to commit rather than failing with a bare unique violation (the
+	// SELECT, a statement of its own at READ COMMITTED, then sees the row).
+	// The loop covers the key being deleted between the two statements.
+	errGone := errors.New("the key holding the request_id was deleted")
 	for range 3 {
-		var id string
-		err := s.pool.QueryRow(ctx, `INSERT INTO api_keys (`+columns+`, name_fold, request_id)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-				$16, $17, $18, $19, $20, $21, $22)
-			ON CONFLICT (request_id) DO NOTHING
-			RETURNING id`,
-			c.ID, c.Name, c.Description, c.Environment, int32(c.State), c.Hash, c.Start, c.Last4,
-			c.Scopes, string(metadata), c.CreateTime, c.UpdateTime, nullTime(c.ExpireTime), nullTime(c.LastUsed), c.Version,
-			policy, c.PrevHash, c.PrevStart, c.PrevLast4, nullTime(c.PrevExpire),
-			fold(c.Name), rid).Scan(&id)
-		if err == nil {
-			return c, nil
+		err := s.inTx(ctx, func(tx pgx.Tx) error {
+			var id string
+			err := tx.QueryRow(ctx, `INSERT INTO api_keys (`+columns+`, name_fold, request_id)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+					$15, $16, $17, $18, $19, $20, $21, $22)
+				ON CONFLICT (request_id) DO NOTHING
+				RETURNING id`,
+				c.ID, c.Name, c.Description, c.Environment, int32(c.State), c.Hash, c.Start, c.Last4,
+				c.Scopes, string(metadata), c.CreateTime, c.UpdateTime, nullTime(c.ExpireTime), c.Version,
+				policy, c.PrevHash, c.PrevStart, c.PrevLast4, nullTime(c.PrevExpire), c.Sealed,
+				fold(c.Name), rid).Scan(&id)
+			if err == nil {
+				return s.appendAudit(ctx, tx, a, c.ID, nil, c)
+			}
+			if !errors.Is(err, pgx.ErrNoRows) {
+				return translate(ctx, err)
+			}
+			err = tx.QueryRow(ctx, "SELECT id FROM api_keys WHERE request_id = $1", requestID).Scan(&id)
+			switch {
+			case err == nil:
+				return fmt.Errorf("request_id already used by key %s: %w", id, keys.ErrAlreadyExists)
+			case errors.Is(err, pgx.ErrNoRows):
+				return errGone
+			}
+			return translate(ctx, err)
+		})
+		if errors.Is(err, errGone) {
+			continue
 		}
-		if !errors.Is(err, pgx.ErrNoRows) {
-			return nil, fmt.Errorf("create key %s: %w", k.ID, translate(ctx, err))
+		if err != nil {
+			return nil, fmt.Errorf("create key %s: %w", k.ID, err)
 		}
-		err = s.pool.QueryRow(ctx, "SELECT id FROM api_keys WHERE request_id = $1", requestID).Scan(&id)
-		if err == nil {
-			return nil, fmt.Errorf("create key %s: request_id already used by key %s: %w", k.ID, id, keys.ErrAlreadyExists)
-		}
-		if !errors.Is(err, pgx.ErrNoRows) {
-			return nil, fmt.Errorf("create key %s: %w", k.ID, translate(ctx, err))
-		}
+		return c, nil
 	}
 	return nil, fmt.Errorf("create key %s: request_id keeps colliding with keys being deleted: %w", k.ID, keys.ErrUnavailable)
 }
@@ -156,6 +175,9 @@ func (s *Store) List(ctx context.Context, q store.ListQuery) ([]*keys.Key, error
 	if len(or) > 0 {
 		and = append(and, "("+strings.Join(or, " OR ")+")")
 	}
+	if !q.UnusedBefore.IsZero() {
+		and = append(and, "coalesce(lu.last_used_time, k.create_time) < "+param(store.Micro(q.UnusedBefore)))
+	}
 	if q.AfterID != "" {
 		and = append(and, "k.id > "+param(q.AfterID))
 	}
@@ -185,11 +207,14 @@ func (s *Store) List(ctx context.Context, q store.ListQuery) ([]*keys.Key, error
 }
 
 // Update changes one key through fn; see store.Store.
-func (s *Store) Update(ctx context.Context, id string, fn func(*keys.Key) error) (before, after *keys.Key, err error) {
+func (s *Store) Update(ctx context.Context, id string, fn func(*keys.Key) error, a store.Audit) (before, after *keys.Key, err error) {
+	if err := store.CheckAudit(a); err != nil {
+		return nil, nil, fmt.Errorf("update key %s: %w", id, err)
+	}
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		// OF k: the usage row, on the nullable side of the join, cannot
-		// be locked; ConsumeQuota's upsert locks it itself.
+		// OF k: the usage rows, on the nullable side of the joins, cannot
+		// be locked; ConsumeQuota's and RecordUsage's upserts lock them.
 		if before, err = getOne(ctx, tx, "WHERE k.id = $1 FOR UPDATE OF k", id); err != nil {
 			return err
 		}
@@ -202,7 +227,7 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*keys.Key) error)
 		after.ID, after.CreateTime = before.ID, before.CreateTime
 		after.Version = before.Version + 1
 		after.UpdateTime = store.Micro(s.now())
-		after.QuotaUsage = before.QuotaUsage
+		after.QuotaUsage, after.LastUsed = before.QuotaUsage, before.LastUsed
 		metadata, err := json.Marshal(after.Metadata)
 		if err != nil {
 			return fmt.Errorf("encode metadata: %w", err)
@@ -214,13 +239,15 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*keys.Key) error)
 		_, err = tx.Exec(ctx, `UPDATE api_keys SET
 			name = $1, name_fold = $2, description = $3, environment = $4, state = $5,
 			hash = $6, start = $7, last4 = $8, scopes = $9, metadata = $10,
-			expire_time = $11, last_used_time = $12, version = $13, update_time = $14,
-			policy = $15, prev_hash = $16, prev_start = $17, prev_last4 = $18, prev_expire_time = $19
+			expire_time = $11, version = $12, update_time = $13,
+			policy = $14, prev_hash = $15, prev_start = $16, prev_last4 = $17, prev_expire_time = $18,
+			sealed = $19
 			WHERE id = $20`,
 			after.Name, fold(after.Name), after.Description, after.Environment, int32(after.State),
 			after.Hash, after.Start, after.Last4, after.Scopes, string(metadata),
-			nullTime(after.ExpireTime), nullTime(after.LastUsed), after.Version, after.UpdateTime,
+			nullTime(after.ExpireTime), after.Version, after.UpdateTime,
 			policy, after.PrevHash, after.PrevStart, after.PrevLast4, nullTime(after.PrevExpire),
+			after.Sealed,
 			id)
 		if err != nil {
 			return translate(ctx, err)
@@ -231,7 +258,7 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*keys.Key) error)
 				return translate(ctx, err)
 			}
 		}
-		return nil
+		return s.appendAudit(ctx, tx, a, id, before, after)
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("update key %s: %w", id, err)
@@ -240,7 +267,10 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*keys.Key) error)
 }
 
 // Delete removes one key once fn (if any) approves it; see store.Store.
-func (s *Store) Delete(ctx context.Context, id string, fn func(*keys.Key) error) (*keys.Key, error) {
+func (s *Store) Delete(ctx context.Context, id string, fn func(*keys.Key) error, a store.Audit) (*keys.Key, error) {
+	if err := store.CheckAudit(a); err != nil {
+		return nil, fmt.Errorf("delete key %s: %w", id, err)
+	}
 	var k *keys.Key
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var err error
@@ -252,9 +282,12 @@ func (s *Store) Delete(ctx context.Context, id string, fn func(*keys.Key) error)
 				return err
 			}
 		}
-		// The usage row goes with it (ON DELETE CASCADE).
-		_, err = tx.Exec(ctx, "DELETE FROM api_keys WHERE id = $1", id)
-		return translate(ctx, err)
+		// The usage rows go with it (ON DELETE CASCADE); the audit
+		// events stay.
+		if _, err = tx.Exec(ctx, "DELETE FROM api_keys WHERE id = $1", id); err != nil {
+			return translate(ctx, err)
+		}
+		return s.appendAudit(ctx, tx, a, id, k, nil)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("delete key %s: %w", id, err)
@@ -303,9 +336,9 @@ func scan(row pgx.Row) (*keys.Key, error) {
 	var policy []byte
 	var expire, lastUsed, prevExpire *time.Time
 	if err := row.Scan(&k.ID, &k.Name, &k.Description, &k.Environment, &state, &k.Hash, &k.Start, &k.Last4,
-		&k.Scopes, &metadata, &k.CreateTime, &k.UpdateTime, &expire, &lastUsed, &k.Version,
-		&policy, &k.PrevHash, &k.PrevStart, &k.PrevLast4, &prevExpire,
-		&k.QuotaUsage.Period, &k.QuotaUsage.Used); err != nil {
+		&k.Scopes, &metadata, &k.CreateTime, &k.UpdateTime, &expire, &k.Version,
+		&policy, &k.PrevHash, &k.PrevStart, &k.PrevLast4, &prevExpire, &k.Sealed,
+		&k.QuotaUsage.Period, &k.QuotaUsage.Used, &lastUsed); err != nil {
 		return nil, err
 	}
 	k.State = keys.State(state)

@@ -4,6 +4,10 @@
 // Writes read their row FOR UPDATE in the same transaction that writes it, so
 // concurrent updates of one key queue up rather than lose each other's
 // changes, at the default READ COMMITTED isolation and without retries.
+// Each write then appends its audit event in that transaction, after locking
+// the one row of audit_head, the chain's head (audit.go): appends from every
+// instance queue on that lock, which is the last one a write takes, so it is
+// held only for the append and the commit and no deadlock can involve it.
 package postgres
 
 import (

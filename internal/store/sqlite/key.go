@@ -22,29 +22,36 @@ type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// columns are the columns of api_keys a key is written to and read from, in
-// the order of row.args and scan.
+// columns are the columns of api_keys a key is written to, in the order of
+// row.args and scan. api_keys.last_used_time is not among them: LastUsed
+// lives in api_key_last_used (see migration 0004).
 const columns = `id, name, description, environment, state, hash, start, last4,
-	scopes, metadata, create_time, update_time, expire_time, last_used_time, version,
-	policy, prev_hash, prev_start, prev_last4, prev_expire_time`
+	scopes, metadata, create_time, update_time, expire_time, version,
+	policy, prev_hash, prev_start, prev_last4, prev_expire_time, sealed`
 
-// selectKeys reads keys (as k) with their quota usage, in scan's order.
+// selectKeys reads keys (as k) with their quota usage and last use, in scan's
+// order.
 const selectKeys = `SELECT k.id, k.name, k.description, k.environment, k.state, k.hash, k.start, k.last4,
-	k.scopes, k.metadata, k.create_time, k.update_time, k.expire_time, k.last_used_time, k.version,
-	k.policy, k.prev_hash, k.prev_start, k.prev_last4, k.prev_expire_time,
-	coalesce(u.period, ''), coalesce(u.used, 0)
-	FROM api_keys k LEFT JOIN api_key_quota u ON u.key_id = k.id`
+	k.scopes, k.metadata, k.create_time, k.update_time, k.expire_time, k.version,
+	k.policy, k.prev_hash, k.prev_start, k.prev_last4, k.prev_expire_time, k.sealed,
+	coalesce(u.period, ''), coalesce(u.used, 0), lu.last_used_time
+	FROM api_keys k
+	LEFT JOIN api_key_quota u ON u.key_id = k.id
+	LEFT JOIN api_key_last_used lu ON lu.key_id = k.id`
 
 // Create inserts k; see store.Store.
-func (s *Store) Create(ctx context.Context, k *keys.Key, requestID string) (*keys.Key, error) {
+func (s *Store) Create(ctx context.Context, k *keys.Key, requestID string, a store.Audit) (*keys.Key, error) {
 	if k.ID == "" {
 		return nil, keys.Invalid("id", "must not be empty")
+	}
+	if err := store.CheckAudit(a); err != nil {
+		return nil, fmt.Errorf("create key %s: %w", k.ID, err)
 	}
 	c := k.Clone()
 	store.Normalize(c)
 	now := store.Micro(s.now())
 	c.CreateTime, c.UpdateTime, c.Version = now, now, 1
-	c.QuotaUsage = keys.QuotaUsage{} // a new key has used nothing
+	c.QuotaUsage, c.LastUsed = keys.QuotaUsage{}, time.Time{} // a new key has used nothing
 	r, err := encode(c)
 	if err != nil {
 		return nil, fmt.Errorf("create key %s: %w", k.ID, err)
@@ -67,10 +74,12 @@ func (s *Store) Create(ctx context.Context, k *keys.Key, requestID string) (*key
 				return translate(err)
 			}
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO api_keys (`+columns+`, name_fold, request_id)
+		if _, err := tx.ExecContext(ctx, `INSERT INTO api_keys (`+columns+`, name_fold, request_id)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			append(r.args(), fold(c.Name), rid)...)
-		return translate(err)
+			append(r.args(), fold(c.Name), rid)...); err != nil {
+			return translate(err)
+		}
+		return s.appendAudit(ctx, tx, a, c.ID, nil, c)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create key %s: %w", k.ID, err)
@@ -141,6 +150,10 @@ func (s *Store) List(ctx context.Context, q store.ListQuery) ([]*keys.Key, error
 	if len(or) > 0 {
 		and = append(and, "("+strings.Join(or, " OR ")+")")
 	}
+	if !q.UnusedBefore.IsZero() {
+		and = append(and, "coalesce(lu.last_used_time, k.create_time) < ?")
+		args = append(args, store.Micro(q.UnusedBefore).UnixMicro())
+	}
 	if q.AfterID != "" {
 		and = append(and, "k.id > ?")
 		args = append(args, q.AfterID)
@@ -172,7 +185,10 @@ func (s *Store) List(ctx context.Context, q store.ListQuery) ([]*keys.Key, error
 }
 
 // Update changes one key through fn; see store.Store.
-func (s *Store) Update(ctx context.Context, id string, fn func(*keys.Key) error) (before, after *keys.Key, err error) {
+func (s *Store) Update(ctx context.Context, id string, fn func(*keys.Key) error, a store.Audit) (before, after *keys.Key, err error) {
+	if err := store.CheckAudit(a); err != nil {
+		return nil, nil, fmt.Errorf("update key %s: %w", id, err)
+	}
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		var err error
 		if before, err = getOne(ctx, tx, "WHERE k.id = ?", id); err != nil {
@@ -187,7 +203,7 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*keys.Key) error)
 		after.ID, after.CreateTime = before.ID, before.CreateTime
 		after.Version = before.Version + 1
 		after.UpdateTime = store.Micro(s.now())
-		after.QuotaUsage = before.QuotaUsage
+		after.QuotaUsage, after.LastUsed = before.QuotaUsage, before.LastUsed
 		r, err := encode(after)
 		if err != nil {
 			return err
@@ -195,13 +211,15 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*keys.Key) error)
 		_, err = tx.ExecContext(ctx, `UPDATE api_keys SET
 			name = ?, name_fold = ?, description = ?, environment = ?, state = ?,
 			hash = ?, start = ?, last4 = ?, scopes = ?, metadata = ?,
-			expire_time = ?, last_used_time = ?, version = ?, update_time = ?,
-			policy = ?, prev_hash = ?, prev_start = ?, prev_last4 = ?, prev_expire_time = ?
+			expire_time = ?, version = ?, update_time = ?,
+			policy = ?, prev_hash = ?, prev_start = ?, prev_last4 = ?, prev_expire_time = ?,
+			sealed = ?
 			WHERE id = ?`,
 			after.Name, fold(after.Name), after.Description, after.Environment, int64(after.State),
 			after.Hash, after.Start, after.Last4, r.scopes, r.metadata,
-			r.expire, r.lastUsed, after.Version, r.update,
+			r.expire, after.Version, r.update,
 			r.policy, after.PrevHash, after.PrevStart, after.PrevLast4, r.prevExpire,
+			after.Sealed,
 			id)
 		if err != nil {
 			return translate(err)
@@ -212,7 +230,7 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*keys.Key) error)
 				return translate(err)
 			}
 		}
-		return nil
+		return s.appendAudit(ctx, tx, a, id, before, after)
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("update key %s: %w", id, err)
@@ -221,7 +239,10 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*keys.Key) error)
 }
 
 // Delete removes one key once fn (if any) approves it; see store.Store.
-func (s *Store) Delete(ctx context.Context, id string, fn func(*keys.Key) error) (*keys.Key, error) {
+func (s *Store) Delete(ctx context.Context, id string, fn func(*keys.Key) error, a store.Audit) (*keys.Key, error) {
+	if err := store.CheckAudit(a); err != nil {
+		return nil, fmt.Errorf("delete key %s: %w", id, err)
+	}
 	var k *keys.Key
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		var err error
@@ -233,9 +254,12 @@ func (s *Store) Delete(ctx context.Context, id string, fn func(*keys.Key) error)
 				return err
 			}
 		}
-		// The usage row goes with it (ON DELETE CASCADE).
-		_, err = tx.ExecContext(ctx, "DELETE FROM api_keys WHERE id = ?", id)
-		return translate(err)
+		// The usage rows go with it (ON DELETE CASCADE); the audit
+		// events stay.
+		if _, err = tx.ExecContext(ctx, "DELETE FROM api_keys WHERE id = ?", id); err != nil {
+			return translate(err)
+		}
+		return s.appendAudit(ctx, tx, a, id, k, nil)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("delete key %s: %w", id, err)
@@ -282,10 +306,11 @@ func (s *Store) ConsumeQuota(ctx context.Context, id string, q keys.Quota, now t
 
 // row is a key's column values in the types SQLite stores.
 type row struct {
-	k                            *keys.Key
-	scopes, metadata, policy     string
-	create, update               int64
-	expire, lastUsed, prevExpire sql.NullInt64
+	k                        *keys.Key
+	scopes, metadata, policy string
+	create, update           int64
+	expire, prevExpire       sql.NullInt64
+	lastUsed                 sql.NullInt64 // read only: api_key_last_used's
 }
 
 func encode(k *keys.Key) (row, error) {
@@ -309,7 +334,6 @@ func encode(k *keys.Key) (row, error) {
 		create:     k.CreateTime.UnixMicro(),
 		update:     k.UpdateTime.UnixMicro(),
 		expire:     nullMicros(k.ExpireTime),
-		lastUsed:   nullMicros(k.LastUsed),
 		prevExpire: nullMicros(k.PrevExpire),
 	}, nil
 }
@@ -318,8 +342,8 @@ func encode(k *keys.Key) (row, error) {
 func (r row) args() []any {
 	k := r.k
 	return []any{k.ID, k.Name, k.Description, k.Environment, int64(k.State), k.Hash, k.Start, k.Last4,
-		r.scopes, r.metadata, r.create, r.update, r.expire, r.lastUsed, k.Version,
-		r.policy, k.PrevHash, k.PrevStart, k.PrevLast4, r.prevExpire}
+		r.scopes, r.metadata, r.create, r.update, r.expire, k.Version,
+		r.policy, k.PrevHash, k.PrevStart, k.PrevLast4, r.prevExpire, k.Sealed}
 }
 
 // scan reads the columns of selectKeys into a key.
@@ -328,9 +352,9 @@ func scan(sc interface{ Scan(...any) error }) (*keys.Key, error) {
 	var r row
 	var state int64
 	if err := sc.Scan(&k.ID, &k.Name, &k.Description, &k.Environment, &state, &k.Hash, &k.Start, &k.Last4,
-		&r.scopes, &r.metadata, &r.create, &r.update, &r.expire, &r.lastUsed, &k.Version,
-		&r.policy, &k.PrevHash, &k.PrevStart, &k.PrevLast4, &r.prevExpire,
-		&k.QuotaUsage.Period, &k.QuotaUsage.Used); err != nil {
+		&r.scopes, &r.metadata, &r.create, &r.update, &r.expire, &k.Version,
+		&r.policy, &k.PrevHash, &k.PrevStart, &k.PrevLast4, &r.prevExpire, &k.Sealed,
+		&k.QuotaUsage.Period, &k.QuotaUsage.Used, &r.lastUsed); err != nil {
 		return nil, err
 	}
 	k.State = keys.State(state)

@@ -6,7 +6,9 @@
 // transaction begins (_txlock=immediate), so two writers never both read and
 // then fail to upgrade; writers of this process queue on a semaphore instead
 // of spinning in SQLite's busy handler; a writer from another process that
-// holds the lock past busy_timeout makes the transaction start again.
+// holds the lock past busy_timeout makes the transaction start again. Being
+// exclusive, write transactions also extend the audit trail's hash chain
+// (audit.go) without a lock of their own.
 package sqlite
 
 import (

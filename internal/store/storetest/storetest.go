@@ -20,27 +20,46 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/internal/audit"
 	"github.com/keyward/keyward/internal/keys"
 	"github.com/keyward/keyward/internal/store"
 )
 
-// Run runs the suite. open must return a new, empty store for each call; Run
-// closes it when the test ends. Subtests run in parallel.
-func Run(t *testing.T, open func(t *testing.T) store.Store) {
-	for _, tc := range tests {
+// Exec runs one SQL statement directly on a store's database, behind the
+// store's back: the suite tampers with the audit trail through it, to see
+// that verification notices. The statements are plain SQL that PostgreSQL
+// and SQLite both accept, but for their parameters, written ? (PostgreSQL's
+// Exec numbers them).
+type Exec func(ctx context.Context, query string, args ...any) error
+
+// Run runs the suite. open must return a new, empty store for each call, and
+// an Exec on that store's database; Run closes the store when the test ends.
+// Subtests run in parallel.
+func Run(t *testing.T, open func(t *testing.T) (store.Store, Exec)) {
+	for _, tc := range slices.Concat(tests, auditTests, usageTests) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			s := open(t)
+			s, exec := open(t)
 			t.Cleanup(func() { _ = s.Close() })
-			tc.run(t, &fixture{t: t, s: s, ctx: t.Context()})
+			tc.run(t, &fixture{t: t, s: s, exec: exec, ctx: t.Context()})
 		})
 	}
 }
 
-var tests = []struct {
+// test is one conformance test, run on a fresh store.
+type test struct {
 	name string
 	run  func(t *testing.T, f *fixture)
-}{
+}
+
+// Audits of the writes whose events a test does not look at.
+var (
+	auditCreate = store.Audit{Actor: "key_admin", Action: audit.ActionCreate}
+	auditUpdate = store.Audit{Actor: "key_admin", Action: audit.ActionUpdate}
+	auditDelete = store.Audit{Actor: "key_admin", Action: audit.ActionDelete}
+)
+
+var tests = []test{
 	{"ping/ok", func(t *testing.T, f *fixture) {
 		if err := f.s.Ping(f.ctx); err != nil {
 			t.Fatalf("Ping: %v", err)
@@ -66,9 +85,11 @@ var tests = []struct {
 		k.Environment = "live"
 		k.State = keys.StateDisabled
 		k.ExpireTime = time.Now().Add(90 * 24 * time.Hour)
-		k.LastUsed = time.Now().Add(-time.Hour)
+		k.LastUsed = time.Now().Add(-time.Hour) // the store's: ignored
+		k.QuotaUsage = keys.QuotaUsage{Period: "2031-03", Used: 3}
+		k.Sealed = []byte("sealed secret")
 		start := time.Now().UTC().Truncate(time.Microsecond)
-		got, err := f.s.Create(f.ctx, k, "")
+		got, err := f.s.Create(f.ctx, k, "", auditCreate)
 		end := time.Now()
 		if err != nil {
 			t.Fatalf("Create: %v", err)
@@ -103,7 +124,7 @@ var tests = []struct {
 	{"create/empty-id-is-invalid", func(t *testing.T, f *fixture) {
 		k := f.newKey()
 		k.ID = ""
-		_, err := f.s.Create(f.ctx, k, "")
+		_, err := f.s.Create(f.ctx, k, "", auditCreate)
 		var invalid *keys.InvalidArgumentError
 		if !errors.As(err, &invalid) || invalid.Field != "id" {
 			t.Fatalf("Create with empty id: err = %v, want an invalid id", err)
@@ -113,7 +134,7 @@ var tests = []struct {
 		first := f.create(f.newKey())
 		dup := f.newKey()
 		dup.ID = first.ID
-		_, err := f.s.Create(f.ctx, dup, "")
+		_, err := f.s.Create(f.ctx, dup, "", auditCreate)
 		wantIs(t, err, keys.ErrAlreadyExists)
 		wantNoSecret(t, err, dup.Hash)
 		f.wantEqual("Get after refused create", first, f.get(first.ID))
@@ -123,19 +144,19 @@ var tests = []struct {
 		first := f.create(f.newKey())
 		dup := f.newKey()
 		dup.Hash = bytes.Clone(first.Hash)
-		_, err := f.s.Create(f.ctx, dup, "")
+		_, err := f.s.Create(f.ctx, dup, "", auditCreate)
 		wantIs(t, err, keys.ErrAlreadyExists)
 		wantNoSecret(t, err, dup.Hash)
 		f.wantNotFound(dup.ID)
 		f.wantEqual("Get after refused create", first, f.get(first.ID))
 	}},
 	{"create/request-id-idempotent", func(t *testing.T, f *fixture) {
-		first, err := f.s.Create(f.ctx, f.newKey(), "req-1")
+		first, err := f.s.Create(f.ctx, f.newKey(), "req-1", auditCreate)
 		if err != nil {
 			t.Fatalf("first Create: %v", err)
 		}
 		retry := f.newKey() // a retry mints a new id and secret
-		_, err = f.s.Create(f.ctx, retry, "req-1")
+		_, err = f.s.Create(f.ctx, retry, "req-1", auditCreate)
 		wantIs(t, err, keys.ErrAlreadyExists)
 		if err != nil && !strings.Contains(err.Error(), first.ID) {
 			t.Errorf("error %q does not name the existing key %s", err, first.ID)
@@ -146,13 +167,13 @@ var tests = []struct {
 		f.wantIDs(f.list(store.ListQuery{Limit: 10}), first.ID)
 	}},
 	{"create/request-id-named-even-if-hash-also-collides", func(t *testing.T, f *fixture) {
-		first, err := f.s.Create(f.ctx, f.newKey(), "req-1")
+		first, err := f.s.Create(f.ctx, f.newKey(), "req-1", auditCreate)
 		if err != nil {
 			t.Fatalf("first Create: %v", err)
 		}
 		retry := f.newKey()
 		retry.Hash = bytes.Clone(first.Hash)
-		_, err = f.s.Create(f.ctx, retry, "req-1")
+		_, err = f.s.Create(f.ctx, retry, "req-1", auditCreate)
 		wantIs(t, err, keys.ErrAlreadyExists)
 		if err != nil && !strings.Contains(err.Error(), first.ID) {
 			t.Errorf("error %q does not name the existing key %s", err, first.ID)
@@ -167,7 +188,7 @@ var tests = []struct {
 		errs := make([]error, n)
 		var wg sync.WaitGroup
 		for i := range n {
-			wg.Go(func() { _, errs[i] = f.s.Create(f.ctx, ks[i], "req-race") })
+			wg.Go(func() { _, errs[i] = f.s.Create(f.ctx, ks[i], "req-race", auditCreate) })
 		}
 		wg.Wait()
 		var winner string
@@ -206,14 +227,16 @@ var tests = []struct {
 		india := time.FixedZone("IST", 5*3600+1800)
 		k := f.newKey()
 		k.ExpireTime = time.Date(2031, 2, 3, 4, 5, 6, 123456789, india)
-		k.LastUsed = time.Date(1999, 12, 31, 23, 59, 59, 999999999, india)
-		got := f.get(f.create(k).ID)
+		lastUsed := time.Date(1999, 12, 31, 23, 59, 59, 999999999, india)
+		f.create(k)
+		f.recordUsage(nil, map[string]time.Time{k.ID: lastUsed})
+		got := f.get(k.ID)
 		for _, c := range []struct {
 			field     string
 			got, want time.Time
 		}{
 			{"ExpireTime", got.ExpireTime, k.ExpireTime.Truncate(time.Microsecond)},
-			{"LastUsed", got.LastUsed, k.LastUsed.Truncate(time.Microsecond)},
+			{"LastUsed", got.LastUsed, lastUsed.Truncate(time.Microsecond)},
 		} {
 			if !c.got.Equal(c.want) || c.got.Location() != time.UTC {
 				t.Errorf("%s = %v, want %v in UTC", c.field, c.got, c.want.UTC())
@@ -270,7 +293,7 @@ var tests = []struct {
 		before, after, err := f.s.Update(f.ctx, created.ID, func(k *keys.Key) error {
 			k.Name = "renamed"
 			return nil
-		})
+		}, auditUpdate)
 		if err != nil {
 			t.Fatalf("Update: %v", err)
 		}
@@ -282,7 +305,7 @@ var tests = []struct {
 			t.Errorf("after: CreateTime %v UpdateTime %v; created at %v", after.CreateTime, after.UpdateTime, created.CreateTime)
 		}
 		f.wantEqual("Get", after, f.get(created.ID))
-		_, again, err := f.s.Update(f.ctx, created.ID, func(*keys.Key) error { return nil })
+		_, again, err := f.s.Update(f.ctx, created.ID, func(*keys.Key) error { return nil }, auditUpdate)
 		if err != nil || again.Version != 3 {
 			t.Errorf("second Update: Version %v, err %v; want 3", again, err)
 		}
@@ -301,14 +324,14 @@ var tests = []struct {
 			k.Scopes = []string{"b", "a"}
 			k.Metadata = map[string]string{"owner": "ops"}
 			k.ExpireTime = time.Date(2040, 1, 2, 3, 4, 5, 6000, time.UTC)
-			k.LastUsed = time.Date(2030, 1, 2, 3, 4, 5, 7000, time.UTC)
 			k.AllowedCIDRs = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::/32")}
 			k.RateLimit = keys.RateLimit{Limit: 100, Period: time.Minute, Burst: 20}
 			k.Quota = keys.Quota{Limit: 1000, Refill: keys.RefillMonthly}
 			k.PrevHash, k.PrevStart, k.PrevLast4 = prevHash, created.Start, created.Last4
 			k.PrevExpire = time.Date(2030, 1, 3, 3, 4, 5, 8000, time.UTC)
+			k.Sealed = []byte("sealed new secret")
 			return nil
-		})
+		}, auditUpdate)
 		if err != nil {
 			t.Fatalf("Update: %v", err)
 		}
@@ -322,7 +345,7 @@ var tests = []struct {
 		want.Hash, want.Start, want.Last4 = newHash, "kw_test_Zz9Zz9", "wxyz"
 		want.Scopes, want.Metadata = []string{"b", "a"}, map[string]string{"owner": "ops"}
 		want.ExpireTime = time.Date(2040, 1, 2, 3, 4, 5, 6000, time.UTC)
-		want.LastUsed = time.Date(2030, 1, 2, 3, 4, 5, 7000, time.UTC)
+		want.Sealed = []byte("sealed new secret")
 		want.Version, want.UpdateTime = 2, after.UpdateTime
 		f.wantEqual("after", want, after)
 		f.wantEqual("Get", want, f.get(created.ID))
@@ -339,17 +362,17 @@ var tests = []struct {
 	}},
 	{"update/can-clear-times-and-metadata", func(t *testing.T, f *fixture) {
 		k := f.newKey()
-		k.ExpireTime, k.LastUsed = time.Now().Add(time.Hour), time.Now()
+		k.ExpireTime, k.Sealed = time.Now().Add(time.Hour), []byte("sealed")
 		created := f.create(k)
 		_, _, err := f.s.Update(f.ctx, created.ID, func(k *keys.Key) error {
-			k.ExpireTime, k.LastUsed, k.Metadata, k.Scopes = time.Time{}, time.Time{}, nil, nil
+			k.ExpireTime, k.Metadata, k.Scopes, k.Sealed = time.Time{}, nil, nil, nil
 			return nil
-		})
+		}, auditUpdate)
 		if err != nil {
 			t.Fatalf("Update: %v", err)
 		}
 		got := f.get(created.ID)
-		if !got.ExpireTime.IsZero() || !got.LastUsed.IsZero() || len(got.Metadata) != 0 || len(got.Scopes) != 0 {
+		if !got.ExpireTime.IsZero() || len(got.Metadata) != 0 || len(got.Scopes) != 0 || got.Sealed != nil {
 			t.Errorf("after clearing: %+v", got)
 		}
 	}},
@@ -360,7 +383,7 @@ var tests = []struct {
 			k.Name = "should not stick"
 			k.Hash = randomHash(t)
 			return fmt.Errorf("checking etag: %w", errVeto)
-		})
+		}, auditUpdate)
 		wantIs(t, err, errVeto)
 		f.wantEqual("Get after vetoed update", created, f.get(created.ID))
 	}},
@@ -378,7 +401,7 @@ var tests = []struct {
 			k.AllowedCIDRs[0] = netip.MustParsePrefix("0.0.0.0/0")
 			k.PrevHash[0] ^= 0xff
 			return nil
-		})
+		}, auditUpdate)
 		if err != nil {
 			t.Fatalf("Update: %v", err)
 		}
@@ -386,7 +409,7 @@ var tests = []struct {
 	}},
 	{"update/not-found", func(t *testing.T, f *fixture) {
 		called := false
-		_, _, err := f.s.Update(f.ctx, "key_missing", func(*keys.Key) error { called = true; return nil })
+		_, _, err := f.s.Update(f.ctx, "key_missing", func(*keys.Key) error { called = true; return nil }, auditUpdate)
 		wantIs(t, err, keys.ErrNotFound)
 		if called {
 			t.Error("fn was called for a missing key")
@@ -399,27 +422,33 @@ var tests = []struct {
 			k.Name = "should not stick"
 			k.Hash = bytes.Clone(a.Hash)
 			return nil
-		})
+		}, auditUpdate)
 		wantIs(t, err, keys.ErrAlreadyExists)
 		wantNoSecret(t, err, a.Hash)
 		f.wantEqual("Get after refused update", b, f.get(b.ID))
 	}},
 	{"update/ignores-changes-to-store-fields", func(t *testing.T, f *fixture) {
 		created := f.create(f.newKey())
+		used := time.Date(2031, 1, 2, 3, 4, 5, 6000, time.UTC)
+		f.recordUsage(nil, map[string]time.Time{created.ID: used})
 		_, after, err := f.s.Update(f.ctx, created.ID, func(k *keys.Key) error {
 			k.ID = "key_other"
 			k.Version = 100
 			k.CreateTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 			k.UpdateTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 			k.QuotaUsage = keys.QuotaUsage{Period: "2000-01", Used: 7}
+			k.LastUsed = time.Date(2040, 1, 1, 0, 0, 0, 0, time.UTC)
 			return nil
-		})
+		}, auditUpdate)
 		if err != nil {
 			t.Fatalf("Update: %v", err)
 		}
 		got := f.get(created.ID)
 		if after.QuotaUsage != (keys.QuotaUsage{}) || got.QuotaUsage != (keys.QuotaUsage{}) {
 			t.Errorf("fn set QuotaUsage: after %+v, stored %+v; want both zero", after.QuotaUsage, got.QuotaUsage)
+		}
+		if !after.LastUsed.Equal(used) || !got.LastUsed.Equal(used) {
+			t.Errorf("fn set LastUsed: after %v, stored %v; want both %v", after.LastUsed, got.LastUsed, used)
 		}
 		if after.ID != created.ID || got.Version != 2 || after.Version != 2 ||
 			!got.CreateTime.Equal(created.CreateTime) || got.UpdateTime.Before(created.UpdateTime) {
@@ -443,7 +472,7 @@ var tests = []struct {
 					}
 					k.Metadata["n"] = strconv.Itoa(i + 1)
 					return nil
-				})
+				}, auditUpdate)
 				if err != nil {
 					t.Errorf("Update: %v", err)
 					return
@@ -470,32 +499,32 @@ var tests = []struct {
 	{"delete/then-get-not-found", func(t *testing.T, f *fixture) {
 		created := f.create(f.newKey())
 		other := f.create(f.newKey())
-		deleted, err := f.s.Delete(f.ctx, created.ID, nil)
+		deleted, err := f.s.Delete(f.ctx, created.ID, nil, auditDelete)
 		if err != nil {
 			t.Fatalf("Delete: %v", err)
 		}
 		f.wantEqual("deleted", created, deleted)
 		f.wantNotFound(created.ID)
 		f.wantNotFoundByHash(created.Hash)
-		_, err = f.s.Delete(f.ctx, created.ID, nil)
+		_, err = f.s.Delete(f.ctx, created.ID, nil, auditDelete)
 		wantIs(t, err, keys.ErrNotFound)
 		f.wantEqual("other key", other, f.get(other.ID))
 	}},
 	{"delete/fn-error-keeps-key", func(t *testing.T, f *fixture) {
 		created := f.create(f.newKey())
 		errVeto := errors.New("veto")
-		_, err := f.s.Delete(f.ctx, created.ID, func(*keys.Key) error { return errVeto })
+		_, err := f.s.Delete(f.ctx, created.ID, func(*keys.Key) error { return errVeto }, auditDelete)
 		wantIs(t, err, errVeto)
 		f.wantEqual("Get after vetoed delete", created, f.get(created.ID))
 	}},
 	{"delete/fn-sees-current-row", func(t *testing.T, f *fixture) {
 		created := f.create(f.newKey())
-		_, updated, err := f.s.Update(f.ctx, created.ID, func(k *keys.Key) error { k.Name = "v2"; return nil })
+		_, updated, err := f.s.Update(f.ctx, created.ID, func(k *keys.Key) error { k.Name = "v2"; return nil }, auditUpdate)
 		if err != nil {
 			t.Fatalf("Update: %v", err)
 		}
 		var seen *keys.Key
-		if _, err := f.s.Delete(f.ctx, created.ID, func(k *keys.Key) error { seen = k; return nil }); err != nil {
+		if _, err := f.s.Delete(f.ctx, created.ID, func(k *keys.Key) error { seen = k; return nil }, auditDelete); err != nil {
 			t.Fatalf("Delete: %v", err)
 		}
 		f.wantEqual("fn's argument", updated, seen)
@@ -504,20 +533,20 @@ var tests = []struct {
 		_, err := f.s.Delete(f.ctx, "key_missing", func(*keys.Key) error {
 			t.Error("fn was called for a missing key")
 			return nil
-		})
+		}, auditDelete)
 		wantIs(t, err, keys.ErrNotFound)
 	}},
 	{"delete/frees-hash-and-request-id", func(t *testing.T, f *fixture) {
-		first, err := f.s.Create(f.ctx, f.newKey(), "req-1")
+		first, err := f.s.Create(f.ctx, f.newKey(), "req-1", auditCreate)
 		if err != nil {
 			t.Fatalf("Create: %v", err)
 		}
-		if _, err := f.s.Delete(f.ctx, first.ID, nil); err != nil {
+		if _, err := f.s.Delete(f.ctx, first.ID, nil, auditDelete); err != nil {
 			t.Fatalf("Delete: %v", err)
 		}
 		again := f.newKey()
 		again.Hash = bytes.Clone(first.Hash)
-		if _, err := f.s.Create(f.ctx, again, "req-1"); err != nil {
+		if _, err := f.s.Create(f.ctx, again, "req-1", auditCreate); err != nil {
 			t.Fatalf("Create after delete with the same hash and request_id: %v", err)
 		}
 	}},
@@ -700,7 +729,7 @@ var tests = []struct {
 		k.Quota = keys.Quota{Limit: 10000, Refill: keys.RefillDaily}
 		k.PrevHash, k.PrevStart, k.PrevLast4 = randomHash(t), "kw_test_Prev12", "pq12"
 		k.PrevExpire = time.Date(2031, 2, 3, 4, 5, 6, 123456789, india)
-		got, err := f.s.Create(f.ctx, k, "")
+		got, err := f.s.Create(f.ctx, k, "", auditCreate)
 		if err != nil {
 			t.Fatalf("Create: %v", err)
 		}
@@ -756,7 +785,7 @@ var tests = []struct {
 			k.AllowedCIDRs, k.RateLimit, k.Quota = nil, keys.RateLimit{}, keys.Quota{}
 			k.ClearPrevious()
 			return nil
-		})
+		}, auditUpdate)
 		if err != nil {
 			t.Fatalf("Update: %v", err)
 		}
@@ -777,7 +806,7 @@ var tests = []struct {
 			k.PrevExpire = time.Now().Add(time.Hour)
 			k.Hash, k.Start, k.Last4 = newHash, "kw_test_New123", "new4"
 			return nil
-		})
+		}, auditUpdate)
 		if err != nil {
 			t.Fatalf("Update: %v", err)
 		}
@@ -792,7 +821,7 @@ var tests = []struct {
 			}
 		}
 		// Ending the grace period forgets the old secret.
-		if _, _, err := f.s.Update(f.ctx, created.ID, func(k *keys.Key) error { k.ClearPrevious(); return nil }); err != nil {
+		if _, _, err := f.s.Update(f.ctx, created.ID, func(k *keys.Key) error { k.ClearPrevious(); return nil }, auditUpdate); err != nil {
 			t.Fatalf("Update: %v", err)
 		}
 		f.wantNotFoundByHash(created.Hash)
@@ -810,7 +839,7 @@ var tests = []struct {
 		first = f.create(first)
 		dup := f.newKey()
 		dup.PrevHash = bytes.Clone(first.PrevHash)
-		_, err := f.s.Create(f.ctx, dup, "")
+		_, err := f.s.Create(f.ctx, dup, "", auditCreate)
 		wantIs(t, err, keys.ErrAlreadyExists)
 		wantNoSecret(t, err, dup.PrevHash)
 		f.wantNotFound(dup.ID)
@@ -820,7 +849,7 @@ var tests = []struct {
 			k.Name = "should not stick"
 			k.PrevHash = bytes.Clone(first.PrevHash)
 			return nil
-		})
+		}, auditUpdate)
 		wantIs(t, err, keys.ErrAlreadyExists)
 		wantNoSecret(t, err, first.PrevHash)
 		f.wantEqual("Get after refused update", other, f.get(other.ID))
@@ -951,13 +980,13 @@ var tests = []struct {
 		for _, listed := range f.list(store.ListQuery{Limit: 10}) {
 			check("List", listed)
 		}
-		before, after, err := f.s.Update(f.ctx, k.ID, func(k *keys.Key) error { k.Name = "renamed"; return nil })
+		before, after, err := f.s.Update(f.ctx, k.ID, func(k *keys.Key) error { k.Name = "renamed"; return nil }, auditUpdate)
 		if err != nil {
 			t.Fatalf("Update: %v", err)
 		}
 		check("Update's before", before)
 		check("Update's after (quota unchanged)", after)
-		deleted, err := f.s.Delete(f.ctx, k.ID, func(k *keys.Key) error { check("Delete's fn", k); return nil })
+		deleted, err := f.s.Delete(f.ctx, k.ID, func(k *keys.Key) error { check("Delete's fn", k); return nil }, auditDelete)
 		if err != nil {
 			t.Fatalf("Delete: %v", err)
 		}
@@ -969,7 +998,7 @@ var tests = []struct {
 		f.consume(k.ID, q, day)
 		f.consume(k.ID, q, day)
 		raised := keys.Quota{Limit: 10, Refill: keys.RefillDaily}
-		before, after, err := f.s.Update(f.ctx, k.ID, func(k *keys.Key) error { k.Quota = raised; return nil })
+		before, after, err := f.s.Update(f.ctx, k.ID, func(k *keys.Key) error { k.Quota = raised; return nil }, auditUpdate)
 		if err != nil {
 			t.Fatalf("Update: %v", err)
 		}
@@ -1026,10 +1055,11 @@ var tests = []struct {
 
 // fixture is one test's store and helpers bound to it.
 type fixture struct {
-	t   *testing.T
-	s   store.Store
-	ctx context.Context
-	n   atomic.Int64
+	t    *testing.T
+	s    store.Store
+	exec Exec
+	ctx  context.Context
+	n    atomic.Int64
 	// lastList describes the latest List call, for wantIDs' messages.
 	lastList string
 }
@@ -1052,7 +1082,7 @@ func (f *fixture) newKey() *keys.Key {
 
 func (f *fixture) create(k *keys.Key) *keys.Key {
 	f.t.Helper()
-	got, err := f.s.Create(f.ctx, k, "")
+	got, err := f.s.Create(f.ctx, k, "", auditCreate)
 	if err != nil {
 		f.t.Fatalf("Create %s: %v", k.ID, err)
 	}
@@ -1105,7 +1135,7 @@ func (f *fixture) get(id string) *keys.Key {
 
 func (f *fixture) delete(id string) {
 	f.t.Helper()
-	if _, err := f.s.Delete(f.ctx, id, nil); err != nil {
+	if _, err := f.s.Delete(f.ctx, id, nil, auditDelete); err != nil {
 		f.t.Fatalf("Delete %s: %v", id, err)
 	}
 }
@@ -1229,6 +1259,11 @@ func (f *fixture) wantEqual(what string, want, got *keys.Key) {
 	if !got.PrevExpire.Equal(want.PrevExpire) || got.PrevExpire.Location() != time.UTC || got.PrevExpire.Nanosecond()%1000 != 0 {
 		add("PrevExpire", want.PrevExpire, got.PrevExpire)
 	}
+	if !bytes.Equal(got.Sealed, want.Sealed) {
+		add("Sealed", fmt.Sprintf("%q", want.Sealed), fmt.Sprintf("%q", got.Sealed))
+	} else if got.Sealed != nil && len(got.Sealed) == 0 {
+		add("Sealed", "nil", "empty and non-nil")
+	}
 	if got.Version != want.Version {
 		add("Version", want.Version, got.Version)
 	}
@@ -1237,9 +1272,11 @@ func (f *fixture) wantEqual(what string, want, got *keys.Key) {
 	}
 }
 
-// stored is k as a store returns it, but for the fields the store sets.
+// stored is k as a store returns it, but for the fields the store sets
+// (LastUsed and QuotaUsage are zero, as for a key never used).
 func stored(k *keys.Key) *keys.Key {
 	c := k.Clone()
+	c.LastUsed, c.QuotaUsage = time.Time{}, keys.QuotaUsage{}
 	if c.Scopes == nil {
 		c.Scopes = []string{}
 	}
@@ -1253,7 +1290,7 @@ func stored(k *keys.Key) *keys.Key {
 		return t.UTC().Truncate(time.Microsecond)
 	}
 	c.CreateTime, c.UpdateTime = micro(c.CreateTime), micro(c.UpdateTime)
-	c.ExpireTime, c.LastUsed = micro(c.ExpireTime), micro(c.LastUsed)
+	c.ExpireTime = micro(c.ExpireTime)
 	c.PrevExpire = micro(c.PrevExpire)
 	c.RateLimit.Period = c.RateLimit.Period.Truncate(time.Millisecond)
 	return c
