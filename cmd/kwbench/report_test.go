@@ -55,3 +55,25 @@ func TestFormatting(t *testing.T) {
 		}
 	}
 }
+
+func TestPolicyCosts(t *testing.T) {
+	a := allocBench{Lines: []string{
+		"BenchmarkPolicies/none-2 1000 1000 ns/op 176 B/op 2 allocs/op",
+		"BenchmarkPolicies/scopes-2 1000 1100 ns/op 176 B/op 2 allocs/op",
+		"BenchmarkPolicies/quota_sqlite-2 10 400000 ns/op",
+		"BenchmarkPolicies/none-2 1000 1200 ns/op",
+		"BenchmarkPolicies/scopes-2 1000 1250 ns/op",
+		"BenchmarkPolicies/none-2 1000 900 ns/op",
+		"BenchmarkPolicies/scopes-2 1000 1000 ns/op",
+	}}
+	rows := policyCosts([]allocBench{a})
+	if len(rows) != 3 || rows[0].name != "none" || rows[0].ratio != 1 {
+		t.Fatalf("rows = %+v", rows)
+	}
+	if s := rows[1]; s.name != "scopes" || s.ns != 1100 || s.ratio != 1000.0/1100 || !s.held {
+		t.Errorf("scopes row = %+v, want median 1100 ns and ratio 1000/1100, held to the target", s)
+	}
+	if q := rows[2]; q.held {
+		t.Errorf("quota row %+v is held to the in-process target", q)
+	}
+}
