@@ -138,7 +138,7 @@ func (s *Service) updateAudited(ctx context.Context, id string, a store.Audit, f
 		case errors.Is(err, errHashMoved):
 			return nil, fmt.Errorf("update key %s: %w", id, keys.ErrConflict)
 		case err != nil:
-			return nil, fmt.Errorf("update key %s: %w", id, err)
+			return nil, err // the store's errors name the key already
 		}
 		return after, nil
 	}

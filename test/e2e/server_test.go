@@ -95,6 +95,8 @@ type serverOptions struct {
 	AdminKey string
 	// Args are further flags, e.g. --redis-addr.
 	Args []string
+	// Env are further KEYWARD_* variables, e.g. KEYWARD_MASTER_KEY=….
+	Env []string
 }
 
 // startServerWith is startServer with the options above.
@@ -129,6 +131,7 @@ func startServerWith(t *testing.T, o serverOptions) *server {
 	if o.AdminKey != "" {
 		s.cmd.Env = append(s.cmd.Env, "KEYWARD_ADMIN_KEY="+o.AdminKey)
 	}
+	s.cmd.Env = append(s.cmd.Env, o.Env...)
 	s.cmd.Stdout = s.log
 	s.cmd.Stderr = s.log
 	if err := s.cmd.Start(); err != nil {
