@@ -81,7 +81,7 @@ check-generated: generate
 # What CI needs beyond Go: the code generators, grpcurl for the README's gRPC
 # walk-through, and Debian packages for the end-to-end tests, as command:package
 # pairs (a package is installed when its command is missing).
-CI_COMMANDS := curl:curl jq:jq redis-server:redis-server nginx:nginx-light chromium:chromium
+CI_COMMANDS := curl:curl jq:jq redis-server:redis-server redis-cli:redis-tools nginx:nginx-light chromium:chromium
 APT_GET := $(shell command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo) apt-get
 ci-deps: tools grpcurl k8s-openapi
 	@missing=""; for pair in $(CI_COMMANDS); do \

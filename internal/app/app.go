@@ -79,6 +79,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *App, err
 		}
 	}()
 	st = obs.store(st)
+	routed, err := withReplica(ctx, cfg, st, obs, log)
+	if err != nil {
+		return nil, err
+	}
+	st = routed
 	if err := adminauth.Bootstrap(ctx, st, adminauth.BootstrapOptions{
 		EnvKey: cfg.AdminKey, File: cfg.AdminKeyFile(), Logger: log,
 	}); err != nil {

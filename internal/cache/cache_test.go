@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -91,26 +92,50 @@ func namespace(t *testing.T) string {
 	return "test" + string(rune('a'+b[0]%26)) + string(rune('a'+b[1]%26)) + string(rune('a'+b[2]%26)) + string(rune('a'+b[3]%26)) + string(rune('a'+b[4]%26))
 }
 
-func redisClient(t testing.TB, addr string) redis.UniversalClient {
-	c := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{addr},
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testenv.StopSharedRedisCluster()
+	os.Exit(code)
+}
+
+// redisClient is a client of addrs: one address is a single node, several
+// a Redis Cluster (go-redis picks the client by their number, as Keyward's
+// --redis-addr does).
+func redisClient(t testing.TB, addrs ...string) redis.UniversalClient {
+	c := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: addrs,
 		DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond, PoolTimeout: 200 * time.Millisecond})
 	t.Cleanup(func() { c.Close() })
 	return c
 }
 
-// modes are the tier combinations a deployment can run.
+// redisBackends are the Redis deployments the Redis tier must work on: a
+// single node (the shared one) and a three-node Redis Cluster, where every
+// script's keys must hash to one slot and the invalidation channel is a
+// sharded one.
+var redisBackends = map[string]func(t testing.TB) redis.UniversalClient{
+	"redis": func(t testing.TB) redis.UniversalClient { return redisClient(t, testenv.Redis(t)) },
+	"cluster": func(t testing.TB) redis.UniversalClient {
+		return redisClient(t, testenv.SharedRedisCluster(t).Addrs...)
+	},
+}
+
+// modes are the tier combinations a deployment can run, each with Redis on
+// every backend.
 func modes(t *testing.T, st *countingStore) map[string]func(t *testing.T) *Cache {
-	return map[string]func(t *testing.T) *Cache{
+	m := map[string]func(t *testing.T) *Cache{
 		"local-only": func(t *testing.T) *Cache {
 			return New(Options{Store: st.lookup, Local: true, Logger: quiet})
 		},
-		"redis-and-local": func(t *testing.T) *Cache {
-			return running(t, New(Options{Store: st.lookup, Local: true, Redis: redisClient(t, testenv.Redis(t)), Namespace: namespace(t), Logger: quiet}))
-		},
-		"redis-only": func(t *testing.T) *Cache {
-			return running(t, New(Options{Store: st.lookup, Redis: redisClient(t, testenv.Redis(t)), Namespace: namespace(t), Logger: quiet}))
-		},
 	}
+	for name, client := range redisBackends {
+		m[name+"-and-local"] = func(t *testing.T) *Cache {
+			return running(t, New(Options{Store: st.lookup, Local: true, Redis: client(t), Namespace: namespace(t), Logger: quiet}))
+		}
+		m[name+"-only"] = func(t *testing.T) *Cache {
+			return running(t, New(Options{Store: st.lookup, Redis: client(t), Namespace: namespace(t), Logger: quiet}))
+		}
+	}
+	return m
 }
 
 // running starts the invalidation stream and waits until the lease is fresh.
@@ -231,7 +256,12 @@ func TestWriteWinsOverARacingRead(t *testing.T) {
 }
 
 func TestRedisEntriesAreVersionGuarded(t *testing.T) {
-	c := redisClient(t, testenv.Redis(t))
+	for name, client := range redisBackends {
+		t.Run(name, func(t *testing.T) { testRedisEntriesAreVersionGuarded(t, client(t)) })
+	}
+}
+
+func testRedisEntriesAreVersionGuarded(t *testing.T, c redis.UniversalClient) {
 	r := &redisTier{c: c, names: namesFor(namespace(t)), ttl: time.Minute, negativeTTL: time.Second, pendingTTL: time.Minute, interned: newInterned(16)}
 	ctx := context.Background()
 	var h [32]byte
@@ -298,9 +328,24 @@ func TestRedisEntriesAreVersionGuarded(t *testing.T) {
 // frozen), in-process copies stop being used within one lease, so a change
 // this instance did not hear of cannot be served from its memory.
 func TestLeaseLapseStopsTrust(t *testing.T) {
-	rs := testenv.StartRedis(t)
+	t.Run("redis", func(t *testing.T) {
+		rs := testenv.StartRedis(t)
+		testLeaseLapseStopsTrust(t, redisClient(t, rs.Addr), rs.Pause, rs.Resume)
+	})
+	t.Run("cluster", func(t *testing.T) {
+		rc := testenv.SharedRedisCluster(t)
+		must := func(err error) {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		testLeaseLapseStopsTrust(t, redisClient(t, rc.Addrs...), func() { must(rc.Pause()) }, func() { must(rc.Resume()) })
+	})
+}
+
+func testLeaseLapseStopsTrust(t *testing.T, rc redis.UniversalClient, pause, resume func()) {
 	st := newStore(t)
-	c := running(t, New(Options{Store: st.lookup, Local: true, Redis: redisClient(t, rs.Addr), Namespace: "lease", Logger: quiet}))
+	c := running(t, New(Options{Store: st.lookup, Local: true, Redis: rc, Namespace: namespace(t), Logger: quiet}))
 	k, sec := st.addKey(t)
 	ctx := context.Background()
 	for i := 0; i < 2; i++ {
@@ -317,8 +362,8 @@ func TestLeaseLapseStopsTrust(t *testing.T) {
 	if _, _, err := st.Update(ctx, k.ID, func(k *keys.Key) error { k.State = keys.StateDisabled; return nil }, store.Audit{Action: audit.ActionDisable}); err != nil {
 		t.Fatal(err)
 	}
-	rs.Pause()
-	defer rs.Resume()
+	pause()
+	defer resume()
 	time.Sleep(c.o.Lease + 100*time.Millisecond)
 	got, err := c.ByHash(ctx, sec.Sum())
 	if err != nil {
@@ -327,7 +372,7 @@ func TestLeaseLapseStopsTrust(t *testing.T) {
 	if got.State != keys.StateDisabled {
 		t.Fatal("served a stale in-process copy after the lease lapsed")
 	}
-	rs.Resume()
+	resume()
 	deadline := time.Now().Add(5 * time.Second)
 	for !c.bus.fresh(c.now()) {
 		if time.Now().After(deadline) {
@@ -357,5 +402,74 @@ func TestLocalTierIsBounded(t *testing.T) {
 		if b.shards[i].bytes > 2048 {
 			t.Fatalf("shard %d holds %d bytes, bound 2048", i, b.shards[i].bytes)
 		}
+	}
+}
+
+// ackObserver counts invalidations by whether every receiver acknowledged,
+// and in-process hits.
+type ackObserver struct {
+	acked, waitedOut, localHits atomic.Int64
+}
+
+func (o *ackObserver) Lookup(t Tier, r Result) {
+	if t == TierLocal && r == Hit {
+		o.localHits.Add(1)
+	}
+}
+
+func (o *ackObserver) Invalidation(_ time.Duration, acked bool) {
+	if acked {
+		o.acked.Add(1)
+	} else {
+		o.waitedOut.Add(1)
+	}
+}
+
+// TestInvalidationReachesEveryInstance: two instances share a Redis (a
+// single node or a cluster); a write through one drops the other's
+// in-process copy before it returns, and is acknowledged by both (the
+// sharded channel and the acknowledgements live on one shard, so SPUBLISH's
+// receiver count is right) rather than waited out.
+func TestInvalidationReachesEveryInstance(t *testing.T) {
+	st := newStore(t)
+	for name, client := range redisBackends {
+		t.Run(name, func(t *testing.T) {
+			ns := namespace(t)
+			obs, bObs := &ackObserver{}, &ackObserver{}
+			a := running(t, New(Options{Store: st.lookup, Local: true, Redis: client(t), Namespace: ns, Logger: quiet, Observer: obs}))
+			b := running(t, New(Options{Store: st.lookup, Local: true, Redis: client(t), Namespace: ns, Logger: quiet, Observer: bObs}))
+			ctx := context.Background()
+			for round := range 5 {
+				k, sec := st.addKey(t)
+				for _, c := range []*Cache{a, b, a, b} {
+					if _, err := c.ByHash(ctx, sec.Sum()); err != nil {
+						t.Fatal(err)
+					}
+				}
+				hits := bObs.localHits.Load()
+				if got, err := b.ByHash(ctx, sec.Sum()); err != nil || got.State != keys.StateActive || bObs.localHits.Load() != hits+1 {
+					t.Fatalf("round %d: warm key not served from b's memory", round)
+				}
+				err := a.Write(ctx, [][]byte{sec.Hash()}, func(ctx context.Context) ([]keys.Change, error) {
+					_, after, err := st.Update(ctx, k.ID, func(k *keys.Key) error { k.State = keys.StateDisabled; return nil }, store.Audit{Action: audit.ActionDisable})
+					if err != nil {
+						return nil, err
+					}
+					return []keys.Change{{Hash: after.Hash, Key: after, Version: after.Version}}, nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, c := range []*Cache{b, a} {
+					if got, err := c.ByHash(ctx, sec.Sum()); err != nil || got.State != keys.StateDisabled {
+						t.Fatalf("round %d: after the write returned: %v %v", round, got, err)
+					}
+				}
+			}
+			if obs.acked.Load() != 5 || obs.waitedOut.Load() != 0 {
+				t.Fatalf("invalidations: %d acknowledged by every instance, %d waited out; want 5 and 0",
+					obs.acked.Load(), obs.waitedOut.Load())
+			}
+		})
 	}
 }

@@ -55,6 +55,8 @@ type Config struct {
 	policySettings
 	usageSettings
 	secretSettings
+	abuseSettings
+	replicaSettings
 
 	flags   *flag.FlagSet     // every setting, for WriteYAML
 	sources map[string]source // where each flag's value came from
@@ -89,6 +91,8 @@ func Parse(name string, args []string, getenv func(string) string) (*Config, err
 	c.policyFlags(fs)
 	c.usageFlags(fs)
 	c.secretFlags(fs, getenv)
+	c.abuseFlags(fs)
+	c.replicaFlags(fs)
 	if err := c.layer(fs, args, getenv); err != nil {
 		return nil, err
 	}
@@ -139,6 +143,8 @@ func (c *Config) validate() error {
 	errs = append(errs, c.validatePolicy()...)
 	errs = append(errs, c.validateUsage()...)
 	errs = append(errs, c.validateSecrets()...)
+	errs = append(errs, c.validateAbuse()...)
+	errs = append(errs, c.validateReplica()...)
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.LogFormat))
 	}
@@ -209,6 +215,9 @@ func (c *Config) LogValue() slog.Value {
 	store := "sqlite:" + c.SQLitePath()
 	if c.PostgresDSN != "" {
 		store = "postgres:" + Redact("postgres-dsn", c.PostgresDSN)
+		if c.PostgresReplicaDSN != "" {
+			store += " replica:" + Redact("postgres-replica-dsn", c.PostgresReplicaDSN)
+		}
 	}
 	cache := "in-process"
 	if c.RedisAddr != "" {

@@ -22,6 +22,7 @@ import (
 
 	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
 	"github.com/keyward/keyward/internal/keymat"
+	"github.com/keyward/keyward/internal/testenv"
 )
 
 // Helpers for tests running several `keyward serve` processes over one
@@ -50,6 +51,8 @@ type cluster struct {
 	redis    *redisProc
 	adminKey string
 	insts    []*instance
+	// redisCluster is the Redis Cluster the instances use instead of redis.
+	redisCluster *testenv.RedisCluster
 }
 
 // startCluster starts n instances, one after the other, with the given
@@ -87,6 +90,40 @@ func startCluster(t *testing.T, n int, dsn string, r *redisProc, args ...string)
 		}
 	}
 	return c
+}
+
+// startClusterOnRedisCluster is startCluster with the instances on a Redis
+// Cluster: --redis-addr lists every node, so each instance uses a cluster
+// client.
+func startClusterOnRedisCluster(t *testing.T, n int, dsn string, rc *testenv.RedisCluster, args ...string) *cluster {
+	t.Helper()
+	c := startCluster(t, n, dsn, nil, append([]string{"--redis-addr", strings.Join(rc.Addrs, ",")}, args...)...)
+	c.redisCluster = rc
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("Redis Cluster logs:\n%s", rc.Logs())
+		}
+	})
+	for _, in := range c.insts {
+		if !in.WaitMsg(msgConfirmed, 1, 10*time.Second) {
+			t.Fatalf("%s did not log %q within 10s of starting", in.name, msgConfirmed)
+		}
+	}
+	return c
+}
+
+// flushRedis empties the instances' Redis, or every node of their cluster.
+func (c *cluster) flushRedis(t *testing.T) {
+	t.Helper()
+	if c.redisCluster != nil {
+		if err := c.redisCluster.FlushAll(); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if got := c.redis.Do(t, "FLUSHALL"); got != "OK" {
+		t.Fatalf("FLUSHALL: %q", got)
+	}
 }
 
 // admin returns ctx carrying the admin credential.
