@@ -54,10 +54,14 @@ func (l *Local) Allow(_ context.Context, keyID string, rl keys.RateLimit) (Decis
 	if err != nil {
 		return Decision{}, err
 	}
-	now := l.now().Sub(l.origin).Microseconds()
 	s := &l.shards[maphash.String(l.seed, keyID)%uint64(len(l.shards))]
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Read the clock under the lock, so a shard's times never go back: a
+	// TAT written at a later now would otherwise look beyond the limit's
+	// capacity to a call holding an earlier one, which would cut it (step)
+	// and let extra requests through.
+	now := l.now().Sub(l.origin).Microseconds()
 	tat, ok := s.tat[keyID]
 	if !ok {
 		tat = now

@@ -259,8 +259,12 @@ func TestConcurrentNeverExceeds(t *testing.T) {
 			wg.Wait()
 			elapsed := time.Since(start)
 			most := 20 + 200*elapsed.Seconds() + 1
-			if got := float64(allowed.Load()); got > most || got < 0.9*most {
-				t.Errorf("%v of %d requests allowed in %v, want at most %.0f (and at least 90%% of it)", got, total.Load(), elapsed, most)
+			// The upper bound is the property. The lower one only catches a
+			// limiter that refuses far too much: capacity is legitimately
+			// lost while the goroutines are starved of CPU (GCRA banks no
+			// idle time beyond the burst), as on a loaded CI machine.
+			if got := float64(allowed.Load()); got > most || got < 0.6*most {
+				t.Errorf("%v of %d requests allowed in %v, want at most %.0f (and at least 60%% of it)", got, total.Load(), elapsed, most)
 			}
 			t.Logf("%d of %d requests allowed in %v (at most %.1f)", allowed.Load(), total.Load(), elapsed, most)
 		})
