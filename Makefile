@@ -14,7 +14,7 @@ PROTOC_GEN_OPENAPI := github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-opena
 GRPCURL := github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
 GOOGLEAPIS_MOD := github.com/grpc-ecosystem/grpc-gateway@v1.16.0
 
-.PHONY: grpcurl all build run test test-short bench generate lint check-generated tools ci-deps clean
+.PHONY: grpcurl all build run test test-short reliability bench generate lint check-generated tools ci-deps clean
 
 all: build
 
@@ -31,6 +31,13 @@ test:
 
 test-short:
 	$(GO) test -short -count=1 ./...
+
+# Crash safety at full size (test/e2e/crash_test.go): 10,000 management
+# operations from 16 clients while keyward is killed (SIGKILL) 20 times, on
+# SQLite and on Postgres, and while its Postgres connections are cut 20
+# times. Needs Postgres. About two minutes; `make test` runs a reduced size.
+reliability:
+	KEYWARD_FULL=1 $(GO) test -count=1 -timeout 30m -run 'TestCrashSafety' -v ./test/e2e
 
 # Validate's hot path against baselines, DisableKey with three instances and
 # allocations per Validate; needs Postgres and Redis on 127.0.0.1 (see

@@ -236,7 +236,8 @@ func testRESTContract(t *testing.T, s *server) {
 	t.Run("validate", func(t *testing.T) {
 		k, secret := create(t, `{"displayName": "validate `+unique+`", "scopes": ["orders:read"]}`)
 		v := s.validate(t, secret)
-		assertFields(t, "POST /v1/keys:validate", v, []string{"valid", "reason", "key"})
+		// remainingUses is optional: present only for a key with a quota.
+		assertFields(t, "POST /v1/keys:validate", v, []string{"valid", "reason", "key", "retryAfter", "rateLimit"})
 		if v["valid"] != true || v["reason"] != "REASON_VALID" {
 			t.Errorf("validate a new key: %v, want valid, REASON_VALID", v)
 		}
