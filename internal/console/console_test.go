@@ -183,7 +183,11 @@ func TestScriptsFindTheirElements(t *testing.T) {
 		ids[m[1]] = true
 	}
 	lookup := regexp.MustCompile(`(?:\$|getElementById)\('([^']+)'\)`)
-	for _, name := range []string{"static/app.js", "static/dialogs.js"} {
+	scripts, err := fs.Glob(static, "static/*.js")
+	if err != nil || len(scripts) == 0 {
+		t.Fatalf("no scripts: %v", err)
+	}
+	for _, name := range scripts {
 		body, err := fs.ReadFile(static, name)
 		if err != nil {
 			t.Fatal(err)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +28,20 @@ func TestAuditVerify(t *testing.T) {
 	} {
 		if r := s.call(t, step.method, step.path, step.body, true); r.Status != 200 {
 			t.Fatalf("%s %s: %d %s", step.method, step.path, r.Status, r.Body)
+		}
+	}
+	// Over REST the source is the HTTP client's address, which the
+	// in-process gateway passes on.
+	ev := s.call(t, "GET", "/v1/auditEvents?key_id="+id, "", true)
+	var events struct {
+		AuditEvents []struct{ Action, SourceAddress, ActorKeyId string }
+	}
+	if err := json.Unmarshal(ev.Body, &events); err != nil || len(events.AuditEvents) != 5 {
+		t.Fatalf("GET /v1/auditEvents?key_id=%s: %v %s", id, err, ev.Body)
+	}
+	for _, e := range events.AuditEvents {
+		if e.SourceAddress != "127.0.0.1" || e.ActorKeyId == "" {
+			t.Errorf("%s: source %q, actor %q; want 127.0.0.1 and the admin key", e.Action, e.SourceAddress, e.ActorKeyId)
 		}
 	}
 	s.Stop(t)

@@ -17,6 +17,18 @@ export class ApiError extends Error {
   get notFound() { return this.status === 404; }
   get aborted() { return this.code === 10; } // ABORTED: the etag no longer matches
   get alreadyExists() { return this.code === 6; }
+  get failedPrecondition() { return this.code === 9; } // e.g. no master key, or a key that is not recoverable
+  get tooMany() { return this.code === 8 || this.status === 429; } // RESOURCE_EXHAUSTED
+
+  /** Seconds to wait before a retry, from a google.rpc.RetryInfo detail; 0 if none. */
+  get retryAfterSeconds() {
+    for (const d of Array.isArray(this.details) ? this.details : []) {
+      if (!d || !String(d['@type'] || '').endsWith('google.rpc.RetryInfo')) continue;
+      const m = /^(\d+(?:\.\d+)?)s$/.exec(String(d.retryDelay ?? ''));
+      if (m) return Math.ceil(Number(m[1]));
+    }
+    return 0;
+  }
 
   /**
    * The fields an INVALID_ARGUMENT names, from its google.rpc.BadRequest
@@ -114,4 +126,36 @@ export class Api {
     return this.request('POST', `${keyPath(id)}:regenerate`, graceSeconds ? { gracePeriod: `${graceSeconds}s` } : {});
   }
   remove(id) { return this.request('DELETE', keyPath(id)); }
+
+  /** RevealKey → {key, secret}: the secret of a recoverable key, again. Audited and rate-limited. */
+  reveal(id) { return this.request('POST', `${keyPath(id)}:reveal`, {}); }
+
+  /**
+   * ReportLeakedKey → {key, secret?}. action is ACTION_DISABLE or
+   * ACTION_REGENERATE; the key is named by keyId (or by the leaked secret,
+   * which then travels in the body only).
+   */
+  reportLeak({ keyId, secret, action, reason }) {
+    const body = { action, reason };
+    if (keyId) body.keyId = keyId;
+    else body.secret = secret;
+    return this.request('POST', '/v1/keys:reportLeaked', body);
+  }
+
+  /** ListAuditEvents, newest first → {auditEvents, nextPageToken}. */
+  auditEvents({ keyId = '', pageSize = 50, pageToken = '' } = {}, opts = {}) {
+    const q = new URLSearchParams();
+    if (keyId) q.set('key_id', keyId);
+    q.set('page_size', String(pageSize));
+    if (pageToken) q.set('page_token', pageToken);
+    return this.request('GET', `/v1/auditEvents?${q}`, undefined, opts);
+  }
+
+  /** GetKeyUsage → {buckets: [{startTime, counts}], lastUsedTime}. */
+  usage(id, { startTime, endTime } = {}, opts = {}) {
+    const q = new URLSearchParams();
+    if (startTime) q.set('start_time', startTime.toISOString());
+    if (endTime) q.set('end_time', endTime.toISOString());
+    return this.request('GET', `${keyPath(id)}/usage${q.size ? `?${q}` : ''}`, undefined, opts);
+  }
 }

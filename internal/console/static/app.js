@@ -1,16 +1,25 @@
 // The Keyward console: sign in with an admin key, then manage API keys as
 // cards. Everything goes through the public REST API (api.js). Secrets shown
 // by Generate and Regenerate are kept in memory only, for the Copy button,
-// and are gone when the page is closed or reloaded.
+// and are gone when the page is closed or reloaded; a recoverable key's Copy
+// asks Keyward to reveal its secret again (audited, rate-limited).
+//
+// Three views, chosen by the URL's fragment so Back works: the keys (#/),
+// the activity log (#/activity, or #/activity?key=<id> for one key), and a
+// key's page (#/keys/<id>: last use, a usage chart, its activity).
 
+import { AuditList } from './activity.js';
 import { Api, ApiError } from './api.js';
 import {
   formatDateTime, formatQuota, formatRate, formatRelative, int64, looksLikeSecret, parseCount, parseDuration, parseList,
   parseScopes, parseTime, periodWord, plural, refillWords, toLocalInput,
 } from './format.js';
 import {
-  confirmAction, copyText, openDialog, setBusy, setReturnFocus, setupDialogs, showFormError,
+  confirmAction, copyLater, copyText, openDialog, setBusy, setReturnFocus, setupDialogs, showFormError,
 } from './dialogs.js';
+import {
+  axisLabels, chartStart, drawChart, refusalSummary, tableRows, usageSeries, usageSummary,
+} from './usage.js';
 
 const STORAGE_KEY = 'keyward.adminKey'; // sessionStorage: this tab only
 const PAGE_SIZE = 100;
@@ -21,12 +30,16 @@ const DAY_MS = 24 * 3600 * 1000;
 const $ = (id) => document.getElementById(id);
 const ui = {
   signOut: $('sign-out'),
+  nav: $('nav'),
+  navKeys: $('nav-keys'),
+  navActivity: $('nav-activity'),
   signinView: $('signin-view'),
   signinForm: $('signin-form'),
   signinKey: $('signin-key'),
   signinError: $('signin-error'),
   signinSubmit: $('signin-submit'),
   keysView: $('keys-view'),
+  keysTitle: $('keys-title'),
   generate: $('generate'),
   searchForm: $('search-form'),
   search: $('search'),
@@ -45,6 +58,48 @@ const ui = {
   cardTemplate: $('card-template'),
   metaRowTemplate: $('meta-row-template'),
   graceTemplate: $('grace-template'),
+  leakTemplate: $('leak-template'),
+  chartTemplate: $('chart-template'),
+  auditTemplate: $('audit-template'),
+  eventTemplate: $('event-template'),
+  // activity
+  activityView: $('activity-view'),
+  activityTitle: $('activity-title'),
+  activityRefresh: $('activity-refresh'),
+  activityFilter: $('activity-filter'),
+  activityFilterText: $('activity-filter-text'),
+  activityAudit: $('activity-audit'),
+  // a key's page
+  detailView: $('detail-view'),
+  detailTitle: $('detail-title'),
+  detailBadges: $('detail-badges'),
+  detailMasked: $('detail-masked'),
+  detailDescription: $('detail-description'),
+  detailActions: $('detail-actions'),
+  detailCopy: $('detail-copy'),
+  detailCopyWhy: $('detail-copy-why'),
+  detailEdit: $('detail-edit'),
+  detailLeak: $('detail-leak'),
+  detailRefresh: $('detail-refresh'),
+  detailError: $('detail-error'),
+  detailErrorText: $('detail-error-text'),
+  detailPanels: $('detail-panels'),
+  detailState: $('detail-state'),
+  detailLastUsed: $('detail-last-used'),
+  detailCreated: $('detail-created'),
+  detailExpires: $('detail-expires'),
+  detailSecret: $('detail-secret'),
+  detailScopes: $('detail-scopes'),
+  detailKeyId: $('detail-key-id'),
+  detailActivityLink: $('detail-activity-link'),
+  detailAudit: $('detail-audit'),
+  usageChart: $('usage-chart'),
+  usagePeak: $('usage-peak'),
+  usageAxisStart: $('usage-axis-start'),
+  usageAxisMid: $('usage-axis-mid'),
+  usageSummary: $('usage-summary'),
+  usageRefused: $('usage-refused'),
+  usageRows: $('usage-rows'),
   // generate / edit
   keyDialog: $('key-dialog'),
   keyForm: $('key-form'),
@@ -53,6 +108,8 @@ const ui = {
   fDescription: $('f-description'),
   fEnvironment: $('f-environment'),
   fEnvironmentOther: $('f-environment-other'),
+  fRecoverable: $('f-recoverable'),
+  fRecoverableHelp: $('f-recoverable-help'),
   fScopes: $('f-scopes'),
   fMetadata: $('f-metadata'),
   fMetadataAdd: $('f-metadata-add'),
@@ -73,6 +130,7 @@ const ui = {
   // secret
   secretDialog: $('secret-dialog'),
   secretTitle: $('secret-title'),
+  secretWarning: $('secret-warning'),
   secretName: $('secret-name'),
   secretValue: $('secret-value'),
   secretCopy: $('secret-copy'),
@@ -93,6 +151,12 @@ const state = {
   cards: new Map(), // keyId → {key, li}
   secrets: new Map(), // keyId → secret shown in this page; memory only
   form: null, // {mode: 'create'|'edit', keyId, requestId, opener, expireInitial}
+  view: '', // 'keys', 'activity' or 'detail'
+  listScroll: 0, // where the key list was scrolled when another view opened
+  activityKey: '', // the key the Activity view is narrowed to, if any
+  detail: null, // the key page's {keyId, key, gone, gen}
+  names: new Map(), // keyId → display name, for the activity log
+  nameLookups: new Map(), // keyId → promise of its name (null: no such key)
 };
 
 // ---------- errors and messages ----------
@@ -137,8 +201,9 @@ function hideError() {
 }
 
 let toastTimer = 0;
-function toast(message) {
+function toast(message, { error = false } = {}) {
   ui.toast.textContent = message;
+  ui.toast.classList.toggle('error', error);
   ui.toast.hidden = false;
   clearTimeout(toastTimer);
   toastTimer = setTimeout(() => { ui.toast.hidden = true; }, Math.max(5000, message.length * 70));
@@ -146,11 +211,39 @@ function toast(message) {
 
 const nameOf = (key) => key.displayName || key.keyId;
 
+/** Remembers a key's name for the activity log. */
+function rememberName(key) {
+  if (key?.keyId) state.names.set(key.keyId, nameOf(key));
+}
+
+/** A key's name: known already, or asked once of Keyward (null if there is no such key). */
+function lookupName(id) {
+  if (state.names.has(id)) return Promise.resolve(state.names.get(id));
+  if (!/^key_\w+$/.test(id) || !state.api) return Promise.resolve(null);
+  let p = state.nameLookups.get(id);
+  if (!p) {
+    p = state.api.get(id).then((k) => {
+      rememberName(k);
+      return nameOf(k);
+    }, () => null);
+    state.nameLookups.set(id, p);
+  }
+  return p;
+}
+
+/** The newest copy of a key this page has: its card's, or the key page's. */
+function knownKey(id) {
+  return state.cards.get(id)?.key ?? (state.detail?.keyId === id ? state.detail.key : null) ?? null;
+}
+
+const keyHref = (id) => `#/keys/${encodeURIComponent(id)}`;
+
 // ---------- sign in / out ----------
 
 function showSignin(message = '', isError = true) {
-  ui.keysView.hidden = true;
+  setView('');
   ui.signOut.hidden = true;
+  ui.nav.hidden = true;
   ui.signinView.hidden = false;
   showFormError(ui.signinError, message);
   ui.signinError.classList.toggle('info', !isError);
@@ -180,11 +273,11 @@ async function signIn(adminKey, { restoring = false } = {}) {
   ui.signinKey.value = '';
   showFormError(ui.signinError, '');
   ui.signinView.hidden = true;
-  ui.keysView.hidden = false;
   ui.signOut.hidden = false;
+  ui.nav.hidden = false;
   await identifySelf(api);
   reload();
-  ui.search.focus();
+  route({ initial: true });
 }
 
 function signinErrorText(err, restoring) {
@@ -221,7 +314,12 @@ function signOut(message, isError = false) {
   state.loading = false;
   state.query = '';
   state.secrets.clear();
+  state.names.clear();
+  state.nameLookups.clear();
+  state.view = '';
   clearCards();
+  activityList.clear();
+  closeDetail();
   for (const d of document.querySelectorAll('dialog[open]')) {
     delete d.dataset.busy;
     d.close('cancel');
@@ -339,18 +437,41 @@ function addCard(key, where) {
   li.querySelector('.card-name').id = nameId;
   li.querySelector('article').setAttribute('aria-labelledby', nameId);
   for (const b of li.querySelectorAll('button')) b.setAttribute('aria-describedby', nameId);
+  const whyId = `copy-why-${key.keyId}`;
+  li.querySelector('.card-copy-why').id = whyId;
+  li.querySelector('[data-action="copy"]').setAttribute('aria-describedby', `${nameId} ${whyId}`);
+  li.querySelector('.card-details').href = keyHref(key.keyId);
   state.cards.set(key.keyId, { key, li });
+  rememberName(key);
   fillCard(li, key);
   if (where === 'start') ui.list.prepend(li);
   else ui.list.append(li);
   return li;
 }
 
-function updateCard(key) {
+/** Shows a key as Keyward now has it: on its card, and on its page if open. */
+function showKey(key) {
+  rememberName(key);
   const entry = state.cards.get(key.keyId);
-  if (!entry) return;
-  entry.key = key;
-  fillCard(entry.li, key);
+  if (entry) {
+    entry.key = key;
+    fillCard(entry.li, key);
+  }
+  if (state.detail?.keyId === key.keyId) {
+    state.detail.key = key;
+    renderDetailKey();
+  }
+}
+
+/** After a change made here: shows the key, and its page's activity anew. */
+function updateCard(key) {
+  showKey(key);
+  touched(key.keyId);
+}
+
+/** Something was done to a key (even only revealed): its page's activity is stale. */
+function touched(keyId) {
+  if (state.detail?.keyId === keyId && !ui.detailView.hidden) detailAudit.reset(keyId);
 }
 
 /** Removes a card; returns the element that should get focus instead. */
@@ -380,17 +501,60 @@ function badge(text, cls) {
   return span;
 }
 
+/** "Active", or why Keyward refuses the key. */
+function stateLabel(key) {
+  const expires = parseTime(key.expireTime);
+  const quota = quotaOf(key);
+  if (key.state !== 'STATE_ACTIVE') return 'Inactive · refused';
+  if (expires && expires.getTime() <= Date.now()) return 'Active · expired, refused';
+  if (quota && quota.remaining === 0) return 'Active · quota used up, refused';
+  return 'Active';
+}
+
+function badgesOf(key) {
+  const badges = [badge(key.environment || 'live', `env env-${key.environment}`)];
+  if ((key.scopes ?? []).includes(ADMIN_SCOPE)) badges.push(badge('admin', 'admin'));
+  if (key.keyId === state.selfKeyId) badges.push(badge('you', 'you'));
+  if (key.recoverable) {
+    const b = badge('recoverable', 'recoverable');
+    b.title = 'Keyward keeps this key encrypted: Copy shows it again at any time';
+    badges.push(b);
+  }
+  return badges;
+}
+
+const NOT_RECOVERABLE_TIP = 'Secret not recoverable: create keys as recoverable with a master key configured';
+
+/** How Copy gets a key's secret: 'memory' (shown in this page), 'reveal' (recoverable) or 'none'. */
+function copySource(key) {
+  if (state.secrets.has(key.keyId)) return 'memory';
+  return key.recoverable ? 'reveal' : 'none';
+}
+
+/**
+ * A Copy button that cannot copy stays focusable (aria-disabled, not
+ * disabled), so keyboard and screen-reader users learn why: from its
+ * description, its tooltip, and a message when pressed.
+ */
+function setCopyButton(button, why, key) {
+  const source = copySource(key);
+  const off = source === 'none';
+  if (off) button.setAttribute('aria-disabled', 'true');
+  else button.removeAttribute('aria-disabled');
+  button.title = off ? NOT_RECOVERABLE_TIP
+    : source === 'reveal' ? 'Copy the key: Keyward keeps it encrypted and reveals it again (recorded in the activity log)'
+      : 'Copy the key generated in this page (kept until the page is closed)';
+  why.textContent = off ? NOT_RECOVERABLE_TIP : '';
+}
+
 function fillCard(li, key) {
   const q = (sel) => li.querySelector(sel);
   const active = key.state === 'STATE_ACTIVE';
   const scopes = key.scopes ?? [];
   li.classList.toggle('disabled', !active);
-  q('.card-name').textContent = nameOf(key);
+  q('.card-details').textContent = nameOf(key); // the name links to the key's page
 
-  const badges = [badge(key.environment || 'live', `env env-${key.environment}`)];
-  if (scopes.includes(ADMIN_SCOPE)) badges.push(badge('admin', 'admin'));
-  if (key.keyId === state.selfKeyId) badges.push(badge('you', 'you'));
-  q('.badges').replaceChildren(...badges);
+  q('.badges').replaceChildren(...badgesOf(key));
   q('.badges').title = `Environment: ${key.environment}`;
 
   const desc = q('.card-description');
@@ -400,17 +564,13 @@ function fillCard(li, key) {
   q('.card-masked').title = 'Masked key: Keyward shows only its start and its last four characters';
   q('.card-secret-note').hidden = !state.secrets.has(key.keyId);
   q('.card-key-id').textContent = key.keyId;
+  setCopyButton(q('[data-action="copy"]'), q('.card-copy-why'), key);
 
   const sw = q('.switch');
   sw.setAttribute('aria-checked', String(active));
   sw.setAttribute('aria-label', 'Active');
   sw.title = active ? 'Active: switch off to block this key at once' : 'Inactive: switch on to let this key validate again';
-  const expired = Boolean(parseTime(key.expireTime)) && parseTime(key.expireTime).getTime() <= Date.now();
-  const quota = quotaOf(key);
-  const usedUp = quota && quota.remaining === 0;
-  q('.state-label').textContent = !active ? 'Inactive · refused'
-    : expired ? 'Active · expired, refused'
-      : usedUp ? 'Active · quota used up, refused' : 'Active';
+  q('.state-label').textContent = stateLabel(key);
 
   const scopeItems = scopes.map((s) => {
     const item = document.createElement('li');
@@ -570,19 +730,125 @@ async function toggle(entry, button) {
   }
 }
 
-async function copy(entry) {
-  const { key } = entry;
-  const secret = state.secrets.get(key.keyId);
-  if (secret) {
-    const ok = await copyText(secret);
-    toast(ok ? `Copied the key of “${nameOf(key)}”.` : 'Could not copy. Your browser did not allow access to the clipboard.');
+function copy(entry, button) {
+  return copyKey(entry.key, button);
+}
+
+const revealing = new Set(); // keyIds whose secret is being revealed
+
+/**
+ * Copies a key's secret: the one generated in this page, or, for a
+ * recoverable key, the one Keyward reveals (each reveal is audited).
+ * Otherwise says why it cannot.
+ */
+async function copyKey(key, button) {
+  const name = nameOf(key);
+  const kept = state.secrets.get(key.keyId);
+  if (kept) {
+    const ok = await copyText(kept);
+    toast(ok ? `Copied the key of “${name}”.` : 'Could not copy. Your browser did not allow access to the clipboard.');
     return;
   }
-  const ok = await copyText(key.keyId);
-  toast(ok
-    ? `Copied the key ID ${key.keyId}. The key itself cannot be copied: Keyward keeps only a hash of it and `
-      + 'showed it once, when it was generated. If it is lost, use Regenerate to get a new one.'
-    : 'Could not copy. Your browser did not allow access to the clipboard.');
+  if (!key.recoverable) {
+    toast(`The key of “${name}” cannot be copied: it is not recoverable, so Keyward keeps only a hash of it and showed it `
+      + 'once, when it was generated. Keys created as recoverable, on a server with a master key, can be copied at any time. '
+      + 'If this key is lost, use Regenerate to get a new one.');
+    return;
+  }
+  if (revealing.has(key.keyId)) return;
+  revealing.add(key.keyId);
+  button.setAttribute('aria-busy', 'true');
+  const reveal = state.api.reveal(key.keyId);
+  try {
+    const { ok, text } = await copyLater(reveal.then((r) => r.secret));
+    if (ok) {
+      toast(`Copied the key of “${name}”. Keyward recorded the copy in the activity log.`);
+    } else {
+      showSecret(key, text, button, 'revealed'); // the user copies it by hand
+    }
+  } catch (err) {
+    if (handledGlobally(err)) return;
+    toast(`Could not copy the key of “${name}”: ${revealErrorText(err)}`, { error: true });
+    if (err instanceof ApiError && err.notFound) {
+      removeCard(key.keyId);
+    } else if (err instanceof ApiError && err.failedPrecondition) {
+      state.api.get(key.keyId).then(showKey, () => {}); // it may no longer be recoverable
+    }
+  } finally {
+    revealing.delete(key.keyId);
+    button.removeAttribute('aria-busy');
+    touched(key.keyId);
+  }
+}
+
+function revealErrorText(err) {
+  if (err instanceof ApiError && err.tooMany) {
+    const s = err.retryAfterSeconds;
+    return 'Keyward limits how many secrets can be revealed in a minute, and that many were. '
+      + `Try again ${s ? `in ${plural(s, 'second', 'seconds')}` : 'in a minute'}.`;
+  }
+  return messageOf(err);
+}
+
+/**
+ * Reports a key as leaked: switch it off, or regenerate it at once, with a
+ * reason for the activity log. A regenerated key's new secret is shown once.
+ */
+async function reportLeak(key, button) {
+  const name = nameOf(key);
+  const self = key.keyId === state.selfKeyId;
+  const content = ui.leakTemplate.content.firstElementChild.cloneNode(true);
+  const reason = content.querySelector('textarea');
+  reason.addEventListener('input', () => reason.removeAttribute('aria-invalid'));
+  const res = await confirmAction({
+    title: `Report “${name}” as leaked?`,
+    paragraphs: [
+      'Report a key that someone who should not have it may know: pasted into a chat, committed to a repository, '
+        + 'printed in a log.',
+      'Once you confirm, Keyward refuses the leaked key on every instance, even during a rotation’s grace period.',
+      self && 'This is the admin key you are signed in with: switched off, you will be signed out; regenerated, '
+        + 'this tab will switch to the new key.',
+    ],
+    content,
+    confirmLabel: 'Report leak',
+    busyLabel: 'Reporting…',
+    opener: button,
+    focus: content.querySelector('input[name="leak-action"]:checked'),
+    check: () => {
+      if (reason.value.trim()) return null;
+      reason.setAttribute('aria-invalid', 'true');
+      return { message: 'Say why you think the key leaked, e.g. where it was found. It goes into the activity log.', focus: reason };
+    },
+    run: async () => {
+      const action = content.querySelector('input[name="leak-action"]:checked').value;
+      let out;
+      try {
+        out = await state.api.reportLeak({ keyId: key.keyId, action, reason: reason.value.trim() });
+      } catch (err) {
+        dropIfGone(err, key.keyId);
+        throw err;
+      }
+      if (out.secret) {
+        state.secrets.set(key.keyId, out.secret);
+        if (self) {
+          state.api.adminKey = out.secret;
+          sessionStorage.setItem(STORAGE_KEY, out.secret);
+        }
+      }
+      updateCard(out.key);
+      if (!out.secret && self) {
+        signOut('You reported the admin key this tab signed in with as leaked and switched it off, so you were signed out.');
+      }
+      return out;
+    },
+  });
+  if (!res || !state.api) return;
+  if (res.secret) {
+    showSecret(res.key, res.secret, button, 'leak');
+  } else {
+    toast(`Reported “${name}” as leaked and switched it off: Keyward refuses it now. `
+      + 'Switch it on again only once the leak is dealt with, or regenerate it.');
+  }
 }
 
 async function regenerate(entry, button) {
@@ -751,6 +1017,7 @@ const fieldControls = {
   'rate_limit.period': [ui.fRatePeriod, 'rate limit period'],
   'rate_limit.burst': [ui.fRateBurst, 'rate limit burst'],
   quota: [ui.fQuotaLimit, 'quota'],
+  recoverable: [ui.fRecoverable, 'recoverable setting'],
   'quota.limit': [ui.fQuotaLimit, 'quota'],
   'quota.refill': [ui.fQuotaRefill, 'quota refill'],
 };
@@ -828,6 +1095,8 @@ function resetForm() {
 }
 
 const quotaHelpText = 'Successful validations allowed; daily and monthly quotas start afresh at 00:00 UTC. Empty: unlimited.';
+const recoverableHelpText = 'Keyward also keeps the key encrypted under the server’s master key, so Copy on its card works at '
+  + 'any time (each copy is recorded in the activity log). Otherwise the key is shown once, now. It cannot be changed later.';
 
 function openGenerate(opener) {
   state.form = { mode: 'create', requestId: crypto.randomUUID(), opener, expireInitial: '' };
@@ -836,6 +1105,8 @@ function openGenerate(opener) {
   resetForm();
   ui.fEnvironment.value = 'live';
   ui.fEnvironment.disabled = false;
+  ui.fRecoverable.disabled = false;
+  ui.fRecoverableHelp.textContent = recoverableHelpText;
   ui.fPolicies.open = false; // the simple case stays simple
   ui.fQuotaHelp.textContent = quotaHelpText;
   renderPolicyNotes();
@@ -858,6 +1129,11 @@ function openEdit(entry, opener) {
   }
   ui.fEnvironment.value = env;
   ui.fEnvironment.disabled = true; // part of the secret's prefix
+  ui.fRecoverable.checked = Boolean(key.recoverable);
+  ui.fRecoverable.disabled = true; // fixed when a key is created
+  ui.fRecoverableHelp.textContent = key.recoverable
+    ? 'Keyward keeps this key encrypted, so Copy works at any time. Fixed when a key is created.'
+    : 'Keyward showed this key once. Fixed when a key is created: to copy a key later, generate a new, recoverable one.';
   ui.fScopes.value = (key.scopes ?? []).join(', ');
   for (const [k, v] of Object.entries(key.metadata ?? {}).sort(([a], [b]) => a.localeCompare(b))) addMetaRow(k, v);
 
@@ -1007,6 +1283,14 @@ ui.keyForm.addEventListener('submit', async (e) => {
     setBusy(ui.keyDialog, false, ui.keyFormSubmit);
     const message = dialogErrorText(err);
     if (message == null) return;
+    if (err instanceof ApiError && err.failedPrecondition && form.mode === 'create' && ui.fRecoverable.checked) {
+      // No master key: Keyward's message says how to set one; it goes next to the box.
+      setFieldError(ui.fRecoverable, message);
+      showFormError(ui.keyFormError, 'Keyward cannot keep this key recoverable. Untick “Recoverable” to generate a key '
+        + 'that is shown only once.');
+      ui.fRecoverable.focus();
+      return;
+    }
     let extra = '';
     if (err instanceof ApiError && err.alreadyExists && form.mode === 'create') {
       extra = ' An earlier attempt already created this key, but its secret could not be shown: '
@@ -1048,6 +1332,7 @@ async function create(form, f) {
   if (f.allowedCidrs.length) body.allowedCidrs = f.allowedCidrs;
   if (f.rateLimit) body.rateLimit = rateJSON(f.rateLimit, f.burstSet);
   if (f.quota) body.quota = quotaJSON(f.quota);
+  if (ui.fRecoverable.checked) body.recoverable = true;
   const res = await state.api.create(body, form.requestId);
   state.secrets.set(res.key.keyId, res.secret);
   const li = addCard(res.key, 'start');
@@ -1060,8 +1345,7 @@ async function create(form, f) {
 
 /** Sends only what changed, naming it in update_mask. */
 async function save(form, f) {
-  const entry = state.cards.get(form.keyId);
-  const key = entry?.key ?? {};
+  const key = knownKey(form.keyId) ?? {};
   const body = { etag: key.etag };
   const mask = [];
   if (f.displayName !== (key.displayName || '')) { body.displayName = f.displayName; mask.push('display_name'); }
@@ -1102,8 +1386,20 @@ async function save(form, f) {
 
 // ---------- the secret, shown once ----------
 
+const secretWarnings = {
+  once: 'This is the only time the full key is shown. Keyward keeps only a hash of it, so it cannot show it again. '
+    + 'Store it somewhere safe now; if it is lost, regenerate the key.',
+  recoverable: 'Keyward keeps this key encrypted, so Copy on its card can show it again later; each copy is recorded '
+    + 'in the activity log. Store it somewhere safe all the same.',
+  revealed: 'Keyward revealed this key because you asked, and recorded it in the activity log. Your browser did not let '
+    + 'the page copy it: use Copy below, or select the key and copy it yourself.',
+};
+
+/** Shows a secret; how is 'created', 'regenerated', 'leak' (regenerated after a leak report) or 'revealed'. */
 function showSecret(key, secret, opener, how) {
-  ui.secretTitle.textContent = how === 'regenerated' ? 'Copy the new key' : 'Copy your new key';
+  ui.secretTitle.textContent = how === 'revealed' ? 'Copy the key' : how === 'created' ? 'Copy your new key' : 'Copy the new key';
+  ui.secretWarning.textContent = how === 'revealed' ? secretWarnings.revealed
+    : key.recoverable ? secretWarnings.recoverable : secretWarnings.once;
   ui.secretName.textContent = `“${nameOf(key)}”`;
   ui.secretValue.value = secret;
   ui.secretCopied.textContent = '';
@@ -1113,6 +1409,9 @@ function showSecret(key, secret, opener, how) {
     code.textContent = key.previousMaskedKey;
     ui.secretGrace.replaceChildren('The previous key ', code, ' keeps working until ',
       timeElement(until, formatDateTime(until)), ` (${formatRelative(until)}): move your applications to the new key before then.`);
+    ui.secretGrace.hidden = false;
+  } else if (how === 'leak') {
+    ui.secretGrace.replaceChildren('The leaked key no longer works: give this one to the applications that used it.');
     ui.secretGrace.hidden = false;
   } else {
     ui.secretGrace.replaceChildren();
@@ -1134,6 +1433,263 @@ ui.secretCopy.addEventListener('click', async () => {
 ui.secretValue.addEventListener('focus', () => ui.secretValue.select());
 ui.secretDialog.addEventListener('close', () => {
   if (!ui.secretDialog.open) ui.secretValue.value = ''; // not when opened again already
+});
+
+// ---------- views: the keys, the activity log, a key's page ----------
+
+/** The view the URL's fragment names: #/, #/activity[?key=<id>], #/keys/<id>. */
+function parseRoute() {
+  const [path, query = ''] = location.hash.replace(/^#\/?/, '').split('?');
+  if (path === 'activity') return { view: 'activity', keyId: new URLSearchParams(query).get('key') || '' };
+  const m = /^keys\/([^/]+)$/.exec(path);
+  if (m) {
+    try {
+      return { view: 'detail', keyId: decodeURIComponent(m[1]) };
+    } catch {
+      // a malformed fragment: the list
+    }
+  }
+  return { view: 'keys' };
+}
+
+function setView(view) {
+  ui.keysView.hidden = view !== 'keys';
+  ui.activityView.hidden = view !== 'activity';
+  ui.detailView.hidden = view !== 'detail';
+  // The key pages belong to "API keys": the current section, not the current page.
+  const current = { keys: view === 'keys' ? 'page' : view === 'detail' ? 'true' : '', activity: view === 'activity' ? 'page' : '' };
+  for (const [link, v] of [[ui.navKeys, current.keys], [ui.navActivity, current.activity]]) {
+    if (v) link.setAttribute('aria-current', v);
+    else link.removeAttribute('aria-current');
+  }
+}
+
+/** Shows the view the URL names, focusing its heading (or, first, the search box). */
+function route({ initial = false } = {}) {
+  if (!state.api) return;
+  const r = parseRoute();
+  const from = state.view;
+  const fromKey = state.detail?.keyId;
+  if (from === 'keys' && r.view !== 'keys') state.listScroll = window.scrollY;
+  state.view = r.view;
+  setView(r.view);
+  if (r.view !== 'detail') closeDetail();
+  if (r.view === 'activity') {
+    document.title = 'Activity · Keyward';
+    showActivity(r.keyId);
+    window.scrollTo(0, 0);
+    ui.activityTitle.focus();
+  } else if (r.view === 'detail') {
+    openDetail(r.keyId);
+    window.scrollTo(0, 0);
+    ui.detailTitle.focus();
+  } else {
+    document.title = 'API keys · Keyward';
+    if (initial) {
+      ui.search.focus();
+      return;
+    }
+    window.scrollTo(0, state.listScroll);
+    // Back from a key's page: focus returns to that key's card.
+    const link = from === 'detail' && fromKey ? state.cards.get(fromKey)?.li.querySelector('.card-details') : null;
+    if (link) link.focus();
+    else ui.keysTitle.focus({ preventScroll: true });
+  }
+}
+
+window.addEventListener('hashchange', () => route());
+
+const auditContext = {
+  api: () => state.api,
+  keyName: (id) => state.names.get(id) || '',
+  lookupName,
+  selfKeyId: () => state.selfKeyId,
+  errorText: dialogErrorText,
+  keyHref,
+};
+const activityList = new AuditList(ui.activityAudit, ui.auditTemplate, ui.eventTemplate,
+  { ...auditContext, showKey: true, labelledBy: 'activity-title' });
+const detailAudit = new AuditList(ui.detailAudit, ui.auditTemplate, ui.eventTemplate,
+  { ...auditContext, showKey: false, labelledBy: 'detail-activity-title' });
+
+function showActivity(keyId) {
+  state.activityKey = keyId;
+  ui.activityFilter.hidden = !keyId;
+  if (keyId) {
+    const a = document.createElement('a');
+    a.href = keyHref(keyId);
+    a.textContent = state.names.get(keyId) || keyId;
+    lookupName(keyId).then((name) => {
+      if (name) a.textContent = name;
+    });
+    const code = document.createElement('code');
+    code.textContent = keyId;
+    ui.activityFilterText.replaceChildren('Only the activity of ', a, ' ', code);
+  } else {
+    ui.activityFilterText.replaceChildren();
+  }
+  activityList.reset(keyId);
+}
+
+ui.activityRefresh.addEventListener('click', () => activityList.reset(state.activityKey));
+
+// ----- a key's page -----
+
+let detailGen = 0;
+
+/** Forgets the key page's key, and what it showed. */
+function closeDetail() {
+  detailGen++;
+  state.detail = null;
+  detailAudit.clear();
+  ui.detailTitle.textContent = '';
+  ui.detailBadges.replaceChildren();
+  ui.detailMasked.textContent = '';
+  ui.detailDescription.textContent = '';
+  for (const dd of [ui.detailState, ui.detailLastUsed, ui.detailCreated, ui.detailExpires, ui.detailSecret, ui.detailScopes]) {
+    dd.replaceChildren();
+  }
+  ui.detailKeyId.textContent = '';
+  renderUsage(null, '');
+  hideDetailError();
+}
+
+function openDetail(keyId) {
+  closeDetail();
+  const d = { keyId, key: state.cards.get(keyId)?.key ?? null, gone: false, gen: detailGen, start: chartStart(), lastUsed: '' };
+  state.detail = d;
+  ui.detailActivityLink.href = `#/activity?key=${encodeURIComponent(keyId)}`;
+  renderDetailKey();
+  renderUsage(null, 'Loading usage…');
+  detailAudit.reset(keyId);
+  loadDetail(d);
+}
+
+/** Fetches the key and its usage; both go on the page when they come. */
+async function loadDetail(d) {
+  const api = state.api;
+  const [got, usage] = await Promise.allSettled([api.get(d.keyId), api.usage(d.keyId, { startTime: d.start })]);
+  if (state.detail !== d) return;
+  if (got.status === 'fulfilled') {
+    showKey(got.value);
+  } else if (got.reason instanceof ApiError && got.reason.notFound) {
+    d.gone = true;
+    d.key = null;
+    if (state.cards.has(d.keyId)) removeCard(d.keyId);
+    renderDetailKey();
+  } else {
+    showDetailError(got.reason, 'Could not load the key');
+  }
+  if (state.detail !== d || d.gone) return;
+  if (usage.status === 'fulfilled') {
+    renderUsage(usage.value);
+  } else {
+    renderUsage(null, 'Usage could not be loaded.');
+    showDetailError(usage.reason, 'Could not load the usage');
+  }
+}
+
+function showDetailError(err, what) {
+  if (handledGlobally(err)) return;
+  ui.detailErrorText.textContent = `${what}: ${messageOf(err)}`;
+  ui.detailError.hidden = false;
+}
+
+function hideDetailError() {
+  ui.detailError.hidden = true;
+  ui.detailErrorText.textContent = '';
+}
+
+/** The later of two timestamps, as a Date (null if neither). */
+function later(a, b) {
+  const x = parseTime(a);
+  const y = parseTime(b);
+  if (!x || !y) return x || y;
+  return x > y ? x : y;
+}
+
+function renderDetailKey() {
+  const d = state.detail;
+  if (!d) return;
+  const key = d.key;
+  ui.detailPanels.hidden = d.gone;
+  ui.detailActions.hidden = !key;
+  ui.detailActivityLink.hidden = d.gone;
+  if (!key) {
+    ui.detailTitle.textContent = d.gone ? 'Key not found' : 'Loading the key…';
+    ui.detailDescription.textContent = d.gone
+      ? `Keyward has no key ${d.keyId}: it was deleted, or never existed. What the activity log recorded about it is below.`
+      : '';
+    ui.detailDescription.hidden = !d.gone;
+    if (d.gone) document.title = 'Key not found · Keyward';
+    return;
+  }
+  document.title = `${nameOf(key)} · API keys · Keyward`;
+  ui.detailTitle.textContent = nameOf(key);
+  ui.detailBadges.replaceChildren(...badgesOf(key));
+  ui.detailMasked.textContent = key.maskedKey || '';
+  ui.detailDescription.textContent = key.description || '';
+  ui.detailDescription.hidden = !key.description;
+  ui.detailState.textContent = stateLabel(key);
+  ui.detailState.classList.toggle('refused', stateLabel(key) !== 'Active');
+  const used = later(key.lastUsedTime, d.lastUsed);
+  ui.detailLastUsed.replaceChildren(used ? timeElement(used, `${formatRelative(used)} · ${formatDateTime(used)}`) : 'Never');
+  const created = parseTime(key.createTime);
+  ui.detailCreated.replaceChildren(created ? timeElement(created, formatDateTime(created)) : '—');
+  const expires = parseTime(key.expireTime);
+  ui.detailExpires.replaceChildren(!expires ? 'Never'
+    : expires.getTime() <= Date.now() ? `Expired ${formatDateTime(expires)}` : timeElement(expires, formatDateTime(expires)));
+  ui.detailSecret.textContent = key.recoverable
+    ? 'Recoverable: Keyward keeps it encrypted, and Copy reveals it (each time recorded below)'
+    : state.secrets.has(key.keyId) ? 'Not recoverable: generated in this page, which keeps it until it is closed'
+      : 'Not recoverable: shown once, when it was generated';
+  ui.detailScopes.textContent = (key.scopes ?? []).join(', ') || 'none';
+  ui.detailKeyId.textContent = key.keyId;
+  setCopyButton(ui.detailCopy, ui.detailCopyWhy, key);
+}
+
+/** Draws the usage answer, or (res null) says message where the chart goes. */
+function renderUsage(res, message = '') {
+  if (!res) {
+    ui.usageChart.replaceChildren();
+    ui.usagePeak.textContent = '';
+    ui.usageAxisStart.textContent = '';
+    ui.usageAxisMid.textContent = '';
+    ui.usageSummary.textContent = message;
+    ui.usageRefused.textContent = '';
+    ui.usageRefused.hidden = true;
+    ui.usageRows.replaceChildren();
+    return;
+  }
+  const d = state.detail;
+  const series = usageSeries(res.buckets, d?.start ?? chartStart());
+  const svg = ui.chartTemplate.content.firstElementChild.cloneNode(true);
+  const peak = drawChart(svg, series);
+  ui.usageChart.replaceChildren(svg);
+  ui.usagePeak.textContent = series.valid + series.refused ? `${peak.toLocaleString()} in the busiest hour` : '';
+  [ui.usageAxisStart.textContent, ui.usageAxisMid.textContent] = axisLabels(series);
+  ui.usageSummary.textContent = usageSummary(series);
+  const refused = refusalSummary(series);
+  ui.usageRefused.textContent = refused;
+  ui.usageRefused.hidden = !refused;
+  ui.usageRows.replaceChildren(...tableRows(series));
+  if (d && res.lastUsedTime) {
+    d.lastUsed = res.lastUsedTime;
+    renderDetailKey();
+  }
+}
+
+ui.detailCopy.addEventListener('click', () => {
+  if (state.detail?.key && state.api) copyKey(state.detail.key, ui.detailCopy);
+});
+ui.detailEdit.addEventListener('click', () => {
+  if (state.detail?.key && state.api) openEdit({ key: state.detail.key }, ui.detailEdit);
+});
+ui.detailLeak.addEventListener('click', () => {
+  if (state.detail?.key && state.api) reportLeak(state.detail.key, ui.detailLeak);
+});
+ui.detailRefresh.addEventListener('click', () => {
+  if (state.detail && state.api) openDetail(state.detail.keyId);
 });
 
 // ---------- search and page-level wiring ----------
@@ -1176,14 +1732,19 @@ ui.errorDismiss.addEventListener('click', () => {
 
 // "/" jumps to the search box, as on many sites.
 document.addEventListener('keydown', (e) => {
-  if (e.key !== '/' || e.ctrlKey || e.metaKey || e.altKey || !state.api) return;
+  if (e.key !== '/' || e.ctrlKey || e.metaKey || e.altKey || !state.api || ui.keysView.hidden) return;
   if (document.querySelector('dialog[open]') || e.target.closest('input, textarea, select, [contenteditable]')) return;
   e.preventDefault();
   ui.search.focus();
 });
 
 setupDialogs({
-  fallback: () => (state.api ? ui.generate : ui.signinKey),
+  fallback: () => {
+    if (!state.api) return ui.signinKey;
+    if (state.view === 'detail') return ui.detailTitle;
+    if (state.view === 'activity') return ui.activityTitle;
+    return ui.generate;
+  },
   errorText: dialogErrorText,
 });
 

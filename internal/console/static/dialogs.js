@@ -79,9 +79,11 @@ export function showFormError(p, message) {
  * failed call is shown in the dialog, which stays open for a retry or
  * Cancel. Resolves with what run returned, or undefined when cancelled.
  * `content`, an optional element, goes below the paragraphs (choices that
- * run reads, such as a grace period).
+ * run reads, such as a grace period). `check`, optional, runs first: it
+ * returns null when the choices are complete, else {message, focus}, shown
+ * without calling run.
  */
-export function confirmAction({ title, paragraphs, content, confirmLabel, busyLabel, opener, run }) {
+export function confirmAction({ title, paragraphs, content, confirmLabel, busyLabel, opener, run, check, focus }) {
   const d = document.getElementById('confirm-dialog');
   const form = document.getElementById('confirm-form');
   const ok = document.getElementById('confirm-ok');
@@ -100,6 +102,13 @@ export function confirmAction({ title, paragraphs, content, confirmLabel, busyLa
     const onSubmit = async (e) => {
       e.preventDefault();
       if (d.dataset.busy) return;
+      const problem = check?.();
+      if (problem) {
+        showFormError(error, problem.message);
+        (problem.focus || ok).focus();
+        return;
+      }
+      showFormError(error, '');
       setBusy(d, true, ok, busyLabel || `${confirmLabel}…`);
       try {
         result = await run();
@@ -124,8 +133,9 @@ export function confirmAction({ title, paragraphs, content, confirmLabel, busyLa
     };
     form.addEventListener('submit', onSubmit);
     d.addEventListener('close', onClose);
-    // Focus starts on Cancel: Enter on a destructive dialog should not destroy.
-    openDialog(d, { opener, focus: document.getElementById('confirm-cancel') });
+    // Focus starts on Cancel (Enter on a destructive dialog should not
+    // destroy), unless the dialog asks for input first.
+    openDialog(d, { opener, focus: focus || document.getElementById('confirm-cancel') });
   });
 }
 
@@ -160,4 +170,26 @@ export async function copyText(text) {
   ta.remove();
   active?.focus?.();
   return ok;
+}
+
+/**
+ * Copies text that is still on its way (a promise, e.g. a secret being
+ * revealed). The clipboard write starts at once, inside the click that asked
+ * for it, with a ClipboardItem that waits for the text: browsers that allow
+ * copying only during a user's gesture (Safari) accept it then. Resolves
+ * with {ok, text}; rejects with textPromise's error if the text never comes.
+ */
+export async function copyLater(textPromise) {
+  if (navigator.clipboard?.write && window.ClipboardItem && window.isSecureContext) {
+    const blob = textPromise.then((t) => new Blob([t], { type: 'text/plain' }));
+    blob.catch(() => {}); // its failure is textPromise's, reported below
+    try {
+      await navigator.clipboard.write([new ClipboardItem({ 'text/plain': blob })]);
+      return { ok: true, text: await textPromise };
+    } catch {
+      // the text failed (awaited again below), or this browser refused: copy the older way
+    }
+  }
+  const text = await textPromise;
+  return { ok: await copyText(text), text };
 }
