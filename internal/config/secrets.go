@@ -33,7 +33,7 @@ func (c *Config) secretFlags(fs *flag.FlagSet, getenv func(string) string) {
 	c.MasterKey = getenv("KEYWARD_MASTER_KEY")
 	c.PreviousMasterKeys = getenv("KEYWARD_PREVIOUS_MASTER_KEYS")
 	fs.StringVar(&c.MasterKeyFile, "master-key-file", "", "file holding the master key (32 random bytes as base64 or hex) that encrypts recoverable keys' secrets; or set KEYWARD_MASTER_KEY; none: recoverable keys are refused (KEYWARD_MASTER_KEY_FILE)")
-	fs.Var((*listValue)(&c.PreviousMasterKeyFiles), "previous-master-key-files", "comma-separated files holding master keys being rotated out, still used to decrypt; or set KEYWARD_PREVIOUS_MASTER_KEYS (KEYWARD_PREVIOUS_MASTER_KEY_FILES)")
+	fs.Var((*listValue)(&c.PreviousMasterKeyFiles), "previous-master-key-files", "comma-separated `files` holding master keys being rotated out, still used to decrypt; or set KEYWARD_PREVIOUS_MASTER_KEYS (KEYWARD_PREVIOUS_MASTER_KEY_FILES)")
 }
 
 // RecoverableKeys reports whether a master key is configured.

@@ -4,9 +4,11 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +94,19 @@ func TestRotateMasterKey(t *testing.T) {
 			for id, s := range secrets {
 				if r := b.validate(t, s); r["valid"] != true {
 					t.Fatalf("key %s no longer validates: %v", id, r)
+				}
+			}
+			for id := range secrets {
+				// Each re-seal is in the audit trail, by the command; the reveals follow it.
+				m := b.call(t, "GET", "/v1/auditEvents?key_id="+id, "", true).want(t, http.StatusOK)
+				events, _ := m["auditEvents"].([]any)
+				var actions []string
+				for _, e := range events {
+					e, _ := e.(map[string]any)
+					actions = append(actions, fmt.Sprint(e["action"], " by ", e["actorKeyId"]))
+				}
+				if id != keyID(k) && !slices.Contains(actions, "key.reseal by rotate-master-key") {
+					t.Fatalf("audit events of %s: %v", id, actions)
 				}
 			}
 			r := b.call(t, "POST", "/v1/keys/"+keyID(plain)+":reveal", "{}", true)
