@@ -129,7 +129,17 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *App, err
 	// Usage is counted in memory and written in batches (docs/usage.md).
 	recorder := usage.New(usage.Options{Store: st, Interval: cfg.UsageFlushInterval, Logger: log})
 	obs.usage(recorder)
-	verifier := validate.NewWith(validate.Options{Lookup: caches, Limiter: limiter, Quotas: st, Usage: recorder})
+	// Guessed keys: failed validations throttled per client address, and
+	// refusals of the key itself answered at a fixed time (docs/abuse.md).
+	throttle, floor, err := newAbuse(cfg, log)
+	if err != nil {
+		if rdb != nil {
+			rdb.Close()
+		}
+		return nil, err
+	}
+	obs.abuse(throttle, floor)
+	verifier := validate.NewWith(validate.Options{Lookup: caches, Limiter: limiter, Quotas: st, Usage: recorder, Pacer: pacer(floor)})
 	obs.verifier(verifier)
 	svc := keyservice.New(keyservice.Options{
 		Store:        st,
@@ -149,6 +159,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *App, err
 		Metadata:         cfg.AuthForwardMetadata,
 		Strict:           cfg.AuthStrict,
 		TrustedProxyHops: cfg.TrustedProxyHops,
+		Throttle:         throttle,
 		Logger:           log,
 	})
 	if err != nil {
@@ -170,6 +181,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *App, err
 			authz.Routes(mux)
 			mux.Handle("/", console.New()) // the web console; "/" only gets what no other route takes
 		},
+
+		// Failed Validate calls over REST (and gRPC if configured), by client address.
+		Abuse:            throttle,
+		TrustedProxyHops: cfg.TrustedProxyHops,
 	}
 	if err := serverTLS(cfg, log, &srvOpts); err != nil {
 		if rdb != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/keyward/keyward/internal/abuse"
 	"github.com/keyward/keyward/internal/cache"
 	"github.com/keyward/keyward/internal/server"
 	"github.com/keyward/keyward/internal/store"
@@ -103,4 +104,38 @@ func (o *observability) shutdown() {
 	if err := o.tracing.Shutdown(ctx); err != nil {
 		o.log.Warn("tracing: could not send the last spans", "err", err)
 	}
+}
+
+// abuse exports what the failed-validation throttle and the refusal floor
+// did (docs/abuse.md).
+func (o *observability) abuse(t *abuse.Throttle, f *abuse.Floor) {
+	reg := o.metrics.Registry()
+	for s := range abuse.NumSurfaces {
+		labels := prometheus.Labels{"surface": s.String()}
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "keyward_abuse_throttled_total",
+			Help:        "Validations answered 429 without a lookup: their client address had no budget of failed validations left.",
+			ConstLabels: labels,
+		}, func() float64 { return float64(t.Throttled(s)) }))
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "keyward_abuse_failures_total",
+			Help:        "Failed validations counted against their client address's budget, on throttled surfaces.",
+			ConstLabels: labels,
+		}, func() float64 { return float64(t.Failures(s)) }))
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "keyward_abuse_addresses",
+		Help: "Client addresses whose failed validations are remembered (bounded).",
+	}, func() float64 { return float64(t.Addresses()) }))
+	if f == nil {
+		return
+	}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "keyward_refusals_held_total",
+		Help: "Refusals of unknown, disabled, deleted or expired keys held until --abuse-refusal-floor after their arrival.",
+	}, func() float64 { return float64(f.Held()) }))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "keyward_refusals_late_total",
+		Help: "Refusals of unknown, disabled, deleted or expired keys that took longer than --abuse-refusal-floor, whose timing may show: raise the floor if this grows.",
+	}, func() float64 { return float64(f.Late()) }))
 }

@@ -11,11 +11,13 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
+	"github.com/keyward/keyward/internal/abuse"
 	"github.com/keyward/keyward/internal/keys"
 	"github.com/keyward/keyward/internal/validate"
 )
@@ -53,7 +55,12 @@ type Options struct {
 	// X-Forwarded-For; the client address for IP allow-lists is then the
 	// hops-th entry from its right. Zero uses the peer's address.
 	TrustedProxyHops int
-	Logger           *slog.Logger
+	// Throttle, if set, counts failed validations per client address — the
+	// address IP allow-lists use — on the surfaces it is on for (abuse.Check,
+	// abuse.ForwardAuth): an address over its budget is refused with 429 and
+	// Retry-After before any lookup.
+	Throttle *abuse.Throttle
+	Logger   *slog.Logger
 }
 
 // DefaultHeaders are the credential headers when Options.Headers is empty.
@@ -83,6 +90,9 @@ type Authz struct {
 	meta        []metaField
 	queryRemove []string
 	denials     [numVerdicts]*denial
+	throttle    *abuse.Throttle
+	// sharedProxy warns, once, that forward-auth throttles a proxy's address.
+	sharedProxy sync.Once
 	// identities keeps the Envoy rendering of recently allowed snapshots.
 	identities [256]atomic.Pointer[identity]
 
@@ -128,7 +138,7 @@ func New(o Options) (*Authz, error) {
 	if o.Verifier == nil {
 		return nil, errors.New("extauthz: no verifier")
 	}
-	a := &Authz{verifier: o.Verifier, log: o.Logger, queryParam: o.QueryParam, strip: o.StripCredential, hops: o.TrustedProxyHops}
+	a := &Authz{verifier: o.Verifier, log: o.Logger, queryParam: o.QueryParam, strip: o.StripCredential, hops: o.TrustedProxyHops, throttle: o.Throttle}
 	if a.log == nil {
 		a.log = slog.Default()
 	}
@@ -201,6 +211,7 @@ const (
 	rateLimited
 	usageExceeded
 	unavailable
+	throttled // too many failed validations from the client's address
 	numVerdicts
 )
 
@@ -250,6 +261,8 @@ func denials(strict bool) [numVerdicts]*denial {
 	// Not a refusal of the key: the answer is unknown, so the request may
 	// not pass, and may be retried.
 	out[unavailable] = mk(http.StatusServiceUnavailable, "REASON_UNSPECIFIED", "cannot verify API keys now; retry later")
+	// Not a refusal of the key either: it was not even looked up.
+	out[throttled] = mk(http.StatusTooManyRequests, "REASON_UNSPECIFIED", "too many failed API key validations from this address; retry later")
 	if strict {
 		// Disabled and expired keys look exactly like unknown ones; scope and
 		// environment refusals only ever reach active keys, whose holders
@@ -335,8 +348,25 @@ func appendScopes(dst []string, s string) []string {
 }
 
 // decide is the one decision behind Check and forward-auth (req.Entry says
-// which). res.Key is set only when allowed.
+// which). res.Key is set only when allowed. A client address over its
+// budget of failed validations is refused as throttled, with RetryAfter,
+// without asking the verifier.
 func (a *Authz) decide(ctx context.Context, found bool, req validate.Request) (verdict, validate.Result) {
+	surface := abuse.Check
+	if req.Entry == validate.EntryForwardAuth {
+		surface = abuse.ForwardAuth
+	}
+	pass, retry, ok := a.throttle.Admit(surface, req.ClientIP)
+	if !ok {
+		return throttled, validate.Result{RetryAfter: retry}
+	}
+	v, res := a.verify(ctx, found, req)
+	pass.Done(v != missing && abuse.Failed(res.Reason))
+	return v, res
+}
+
+// verify asks the verifier and turns its answer into a verdict.
+func (a *Authz) verify(ctx context.Context, found bool, req validate.Request) (verdict, validate.Result) {
 	// A missing credential is presented to the verifier too, as "": it
 	// refuses that as malformed without a lookup (the reason the response
 	// reports), and its observers count every request of every entry point.

@@ -33,7 +33,9 @@ func (a *Authz) Routes(mux *http.ServeMux) {
 // remove it, so strip it in the proxy or leave the option off.
 //
 // Allowed: 200, empty body, identity headers. Refused: 401 (with
-// WWW-Authenticate) or 403, 503 when the key cannot be verified now, with
+// WWW-Authenticate) or 403, 503 when the key cannot be verified now, 429
+// with Retry-After when the client's address has spent its budget of failed
+// validations (Options.Throttle; docs/abuse.md), with
 // {"error", "reason"} and the same two values in X-Keyward-Error and
 // X-Keyward-Reason, for proxies that do not pass the auth response's body
 // on (nginx).
@@ -71,6 +73,10 @@ func (a *Authz) ServeForwardAuth(w http.ResponseWriter, r *http.Request) {
 		ClientIP: clientIP(r.RemoteAddr, xff, a.hops), Entry: validate.EntryForwardAuth,
 	})
 
+	if v == throttled && a.hops == 0 {
+		a.warnSharedProxy(r)
+	}
+
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	if v != allowed {
@@ -94,4 +100,21 @@ func (a *Authz) ServeForwardAuth(w http.ResponseWriter, r *http.Request) {
 	})
 	limitHeaders(&res, func(name, value string) { h.Set(name, value) })
 	w.WriteHeader(http.StatusOK)
+}
+
+// warnSharedProxy says, once, that forward-auth throttles what looks like a
+// proxy's address: a request that names an original URI or a forwarded
+// client came through one, and with --trusted-proxy-hops 0 all of that
+// proxy's clients share the proxy's budget of failed validations.
+func (a *Authz) warnSharedProxy(r *http.Request) {
+	for _, h := range []string{"X-Forwarded-For", "X-Original-Uri", "X-Forwarded-Uri", "X-Real-Ip"} {
+		if r.Header.Get(h) != "" {
+			a.sharedProxy.Do(func() {
+				a.log.WarnContext(r.Context(), "forward-auth is throttling failed validations from an address that looks like a proxy's; "+
+					"all of its clients share that budget: set --trusted-proxy-hops (and have the proxy send X-Forwarded-For) so that each client has its own",
+					"header", h)
+			})
+			return
+		}
+	}
 }

@@ -33,7 +33,7 @@ func source(ctx context.Context) string {
 	if !ok || p.Addr == nil {
 		return ""
 	}
-	if p.Addr.Network() == "bufconn" {
+	if isGateway(p.Addr) {
 		md, _ := metadata.FromIncomingContext(ctx)
 		if v := md.Get("x-forwarded-for"); len(v) > 0 {
 			last := v[len(v)-1]

@@ -8,10 +8,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
+	"github.com/keyward/keyward/internal/abuse"
 	"github.com/keyward/keyward/internal/audit"
 	"github.com/keyward/keyward/internal/keys"
 )
@@ -63,6 +65,8 @@ type interceptors struct {
 	obs   Observer     // nil: none
 	certs *clientCerts // nil: no client certificates demanded (mtls.go)
 	fails *signInFailures
+	abuse *abuse.Throttle // nil: failed validations are not throttled (abuse.go)
+	hops  int             // trusted proxies in front of the HTTP listener
 }
 
 // authorize checks the caller and returns ctx carrying who it is, for the
@@ -94,6 +98,9 @@ func (i interceptors) unary(ctx context.Context, req any, info *grpc.UnaryServer
 		if err != nil {
 			return nil, err
 		}
+		if i.abuse != nil && info.FullMethod == keywardv1.KeyService_Validate_FullMethodName {
+			return i.guardValidate(ctx, req, handler)
+		}
 		return handler(ctx, req)
 	}()
 	err = toStatus(ctx, i.log, info.FullMethod, err)
@@ -105,9 +112,10 @@ func (i interceptors) unary(ctx context.Context, req any, info *grpc.UnaryServer
 		i.obs.RPC(info.FullMethod, code, d)
 	}
 	// Successful Validate and Check calls are the hot path: one line each
-	// only at debug level; metrics count them.
+	// only at debug level; metrics count them. So are throttled ones
+	// (RESOURCE_EXHAUSTED), which come in floods: abuse logs those.
 	level := slog.LevelInfo
-	if err == nil && isPublic(info.FullMethod) {
+	if (err == nil || code == codes.ResourceExhausted) && isPublic(info.FullMethod) {
 		level = slog.LevelDebug
 	}
 	if i.log.Enabled(ctx, level) {

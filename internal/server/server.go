@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
+	"github.com/keyward/keyward/internal/abuse"
 )
 
 //go:embed openapi.json
@@ -65,6 +66,11 @@ type Options struct {
 	ClientSubjects []string
 	// AuditLog records failed admin sign-ins; nil: they are only counted.
 	AuditLog AuditLog
+	// Abuse throttles failed Validate calls per client address; nil: off.
+	// TrustedProxyHops is how many proxies in front of the HTTP listener
+	// append to X-Forwarded-For, for the REST client's address (abuse.go).
+	Abuse            *abuse.Throttle
+	TrustedProxyHops int
 }
 
 // Server owns both listeners.
@@ -97,8 +103,8 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("listen HTTP on %s: %w", o.HTTPAddr, err)
 	}
 	ic := interceptors{auth: o.Auth, log: s.log, obs: o.Observer, certs: newClientCerts(o.ClientCerts, o.ClientSubjects),
-		fails: &signInFailures{log: o.AuditLog, logger: s.log, perSecond: 10}}
-	s.grpc = grpc.NewServer(append(append(s.grpcServerOptions(), o.GRPCOptions...), grpc.ChainUnaryInterceptor(ic.unary), grpc.ChainStreamInterceptor(ic.stream))...)
+		fails: &signInFailures{log: o.AuditLog, logger: s.log, perSecond: 10}, abuse: o.Abuse, hops: o.TrustedProxyHops}
+	s.grpc = grpc.NewServer(append(append(append(s.grpcServerOptions(), grpcLimits()...), o.GRPCOptions...), grpc.ChainUnaryInterceptor(ic.unary), grpc.ChainStreamInterceptor(ic.stream))...)
 	keywardv1.RegisterKeyServiceServer(s.grpc, o.Service)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
@@ -115,11 +121,7 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("dial own gRPC listener: %w", err)
 	}
 	gw := runtime.NewServeMux(
-		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{Marshaler: &runtime.JSONPb{
-			MarshalOptions: protojson.MarshalOptions{EmitUnpopulated: true},
-			// A misspelt field is an error, not silently ignored.
-			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-		}}),
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, gatewayMarshaler()),
 		runtime.WithErrorHandler(errorHandler),
 		runtime.WithMetadata(gatewayMetadata),                    // route and request id (observe.go)
 		runtime.WithOutgoingHeaderMatcher(gatewayOutgoingHeader), // X-Request-Id is set once, by observeHTTP
@@ -128,7 +130,7 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("register gateway: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", gw)
+	mux.Handle("/v1/", s.throttledREST(gw, limitBody(gw))) // abuse.go, limits.go
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(openapi)
@@ -145,7 +147,7 @@ func New(o Options) (*Server, error) {
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    maxHeaderBytes,
 		TLSConfig:         s.httpTLSConfig(),
 		// net/http's own complaints (TLS handshake errors, mostly) as log
 		// records like the others, not bare lines on stderr.
@@ -239,12 +241,31 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
+// gatewayMarshaler reads and writes the REST gateway's JSON bodies.
+func gatewayMarshaler() runtime.Marshaler {
+	return &runtime.HTTPBodyMarshaler{Marshaler: &runtime.JSONPb{
+		MarshalOptions: protojson.MarshalOptions{EmitUnpopulated: true},
+		// A misspelt field is an error, not silently ignored.
+		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+	}}
+}
+
 // errorHandler is grpc-gateway's default, with an RFC 6750 challenge on 401:
 // the default handler puts the status message into WWW-Authenticate, which
 // is not a valid challenge, so the header is replaced as the status is written.
+// The gateway's own errors are redacted as toStatus redacts the service's:
+// the JSON decoder quotes the token it did not expect, which may be a secret
+// sent in the wrong field.
 func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
 	if status.Code(err) == codes.Unauthenticated {
 		w = challengeWriter{w}
+	}
+	setRetryAfter(w, err) // abuse.go
+	var hs *runtime.HTTPStatusError
+	if errors.As(err, &hs) {
+		err = &runtime.HTTPStatusError{HTTPStatus: hs.HTTPStatus, Err: redactStatus(hs.Err)}
+	} else {
+		err = redactStatus(err)
 	}
 	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
 }

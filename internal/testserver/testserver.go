@@ -39,6 +39,8 @@ type Options struct {
 	Log io.Writer
 	// UsageFlushInterval is --usage-flush-interval (0: its default).
 	UsageFlushInterval time.Duration
+	// Args are further flags, e.g. --abuse-burst=5.
+	Args []string
 }
 
 // Server is a running instance and clients for it.
@@ -64,7 +66,8 @@ func Start(t testing.TB, o Options) *Server {
 		}
 		o.AdminKey = admin.String()
 	}
-	cfg, err := config.Parse("test", []string{"--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0", "--data-dir=" + o.DataDir},
+	args := append([]string{"--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0", "--data-dir=" + o.DataDir}, o.Args...)
+	cfg, err := config.Parse("test", args,
 		func(k string) string {
 			switch k {
 			case "KEYWARD_ADMIN_KEY":

@@ -94,6 +94,8 @@ type Options struct {
 	Now func() time.Time
 	// Usage learns the outcome of every verification of a known key.
 	Usage UsageRecorder
+	// Pacer, if set, holds refusals of the key itself (pace.go).
+	Pacer Pacer
 }
 
 // UsageRecorder counts verifications per key and outcome. It is called on
@@ -110,6 +112,9 @@ type Verifier struct {
 	usage   UsageRecorder
 	now     func() time.Time
 	obs     Observer // nil: none (see Observe)
+	pacer   Pacer    // nil: none
+	// ownStart: now is not time.Now, so the pacer gets a reading of its own.
+	ownStart bool
 }
 
 // New returns a Verifier reading keys through lookup, with rate limits
@@ -123,10 +128,11 @@ const localLimiterKeys = 100_000
 
 // NewWith returns a Verifier configured by o.
 func NewWith(o Options) *Verifier {
-	v := &Verifier{lookup: o.Lookup, limiter: o.Limiter, quotas: o.Quotas, now: o.Now, usage: o.Usage}
+	v := &Verifier{lookup: o.Lookup, limiter: o.Limiter, quotas: o.Quotas, now: o.Now, usage: o.Usage, pacer: o.Pacer}
 	if v.now == nil {
 		v.now = time.Now
 	}
+	v.ownStart = o.Now != nil && o.Pacer != nil
 	if v.limiter == nil {
 		v.limiter = ratelimit.NewLocal(localLimiterKeys)
 	}
@@ -157,15 +163,24 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (verdict Result, err
 		return Result{Reason: ReasonMalformed}, nil
 	}
 	sum := secret.Sum()
+	// A request is judged as of its arrival, and its refusal held from then.
+	now := v.now()
+	start := now
+	if v.ownStart {
+		start = time.Now()
+	}
 	k, err := v.lookup.ByHash(ctx, sum)
 	if errors.Is(err, keys.ErrNotFound) {
+		v.hold(ctx, start)
 		return Result{Reason: ReasonNotFound}, nil
 	}
 	if err != nil {
 		return Result{}, fmt.Errorf("look up key: %w", err)
 	}
-	now := v.now()
 	if reason := judge(k, &sum, req, now); reason != ReasonValid {
+		if held(reason) {
+			v.hold(ctx, start)
+		}
 		// A refusal never carries the key: it must not reveal whose secret it was.
 		return Result{Reason: reason, KeyID: k.ID}, nil
 	}
@@ -200,6 +215,7 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (verdict Result, err
 			}
 			return out, nil
 		case errors.Is(err, keys.ErrNotFound):
+			v.hold(ctx, start)
 			return Result{Reason: ReasonNotFound}, nil // deleted since it was read
 		case err != nil:
 			return Result{}, fmt.Errorf("count use: %w", err)
