@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -206,7 +207,7 @@ func nodeValue(n *yaml.Node) (string, error) {
 		if n.Tag == "!!null" {
 			return "", nil
 		}
-		return n.Value, nil
+		return scalarValue(n)
 	case yaml.SequenceNode:
 		items := make([]string, 0, len(n.Content))
 		for _, item := range n.Content {
@@ -216,14 +217,32 @@ func nodeValue(n *yaml.Node) (string, error) {
 			if item.Kind != yaml.ScalarNode {
 				return "", errors.New("want a list of plain values")
 			}
-			if strings.Contains(item.Value, ",") {
-				return "", fmt.Errorf("list item %q contains a comma; list items are joined with commas", item.Value)
+			v, err := scalarValue(item)
+			if err != nil {
+				return "", err
 			}
-			items = append(items, item.Value)
+			if strings.Contains(v, ",") {
+				return "", fmt.Errorf("list item %q contains a comma; list items are joined with commas", v)
+			}
+			items = append(items, v)
 		}
 		return strings.Join(items, ","), nil
 	}
 	return "", errors.New("want a value or a list of values, not a mapping")
+}
+
+// scalarValue is a scalar's text. A !!binary scalar is base64 of its bytes:
+// YAML has no other way to write a value that is not UTF-8 (a path, say),
+// and it is how WriteYAML prints one.
+func scalarValue(n *yaml.Node) (string, error) {
+	if n.ShortTag() != "!!binary" {
+		return n.Value, nil
+	}
+	b, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(n.Value), ""))
+	if err != nil {
+		return "", errors.New("!!binary value: want base64")
+	}
+	return string(b), nil
 }
 
 // suggest names the flag a misspelt key probably meant.

@@ -4,6 +4,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
+	"unicode"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -20,7 +23,7 @@ func (c *Config) WriteYAML(w io.Writer) error {
 		if f.Name == configFlag {
 			return
 		}
-		v := &yaml.Node{Kind: yaml.ScalarNode, Value: Redact(f.Name, f.Value.String()), LineComment: c.sources[f.Name].String()}
+		v := &yaml.Node{Kind: yaml.ScalarNode, Value: Redact(f.Name, f.Value.String()), LineComment: commentText(c.sources[f.Name].String())}
 		if _, isBool := f.Value.(interface{ IsBoolFlag() bool }); !isBool && !plainSafe(v.Value) {
 			v.Style = yaml.DoubleQuotedStyle
 		}
@@ -29,7 +32,7 @@ func (c *Config) WriteYAML(w io.Writer) error {
 	head := "# effective configuration; the comment after each value says where it came from:\n" +
 		"# flag, env (KEYWARD_* variable), file (--config / KEYWARD_CONFIG) or default\n"
 	if c.ConfigFile != "" {
-		head += fmt.Sprintf("# config file: %s (%s)\n", c.ConfigFile, c.sources[configFlag])
+		head += fmt.Sprintf("# config file: %s (%s)\n", commentText(c.ConfigFile), c.sources[configFlag])
 	}
 	if _, err := io.WriteString(w, head); err != nil {
 		return err
@@ -42,12 +45,24 @@ func (c *Config) WriteYAML(w io.Writer) error {
 	if err := enc.Close(); err != nil {
 		return err
 	}
-	admin := "# admin key: generated into " + c.AdminKeyFile() + " on first start"
+	admin := "# admin key: generated into " + commentText(c.AdminKeyFile()) + " on first start"
 	if c.AdminKey != "" {
 		admin = "# admin key: " + redacted + " (from KEYWARD_ADMIN_KEY)"
 	}
 	_, err := io.WriteString(w, admin+"\n"+c.describeSecrets())
 	return err
+}
+
+// commentText is s fit for a YAML comment: quoted, with escapes, if it has
+// a line break or another control character (which would end the comment)
+// or bytes that are not UTF-8 (which make the file unreadable as YAML).
+func commentText(s string) string {
+	for _, r := range s {
+		if r == utf8.RuneError || unicode.IsControl(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 // plainSafe reports whether s reads back as the same string when written

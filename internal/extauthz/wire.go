@@ -15,14 +15,17 @@ import (
 // one (so it is walked in order), the last value of a singular field wins,
 // a later map entry replaces an earlier one with the same key, and a field
 // with an unexpected wire type is an unknown field. wire_test.go checks it
-// against proto.Unmarshal.
+// against proto.Unmarshal, on random requests and, as a fuzz target
+// (FuzzCheckView), on any bytes.
 
 // Field numbers in envoy.service.auth.v3 and envoy.config.core.v3.
 const (
 	fCheckAttributes     protowire.Number = 1  // CheckRequest.attributes
 	fAttrSource          protowire.Number = 1  // AttributeContext.source
 	fPeerAddress         protowire.Number = 1  // AttributeContext.Peer.address
-	fAddressSocket       protowire.Number = 1  // Address.socket_address
+	fAddressSocket       protowire.Number = 1  // Address.socket_address (oneof address)
+	fAddressPipe         protowire.Number = 2  // Address.pipe (oneof address)
+	fAddressInternal     protowire.Number = 3  // Address.envoy_internal_address (oneof address)
 	fSocketAddress       protowire.Number = 2  // SocketAddress.address
 	fAttrRequest         protowire.Number = 4  // AttributeContext.request
 	fAttrContextExt      protowire.Number = 10 // AttributeContext.context_extensions
@@ -107,10 +110,7 @@ func (v *checkView) attributes(b []byte) error {
 		}
 		switch num {
 		case fAttrSource:
-			// Peer.address.socket_address.address; later occurrences win.
-			if a := nested(val, fPeerAddress, fAddressSocket, fSocketAddress); a != nil {
-				v.source = a
-			}
+			v.source = peerAddress(val, v.source)
 		case fAttrRequest:
 			for len(val) > 0 {
 				n, http, rest, err := wireField(val)
@@ -262,6 +262,42 @@ func wireField(msg []byte) (num protowire.Number, val, rest []byte, err error) {
 		val = msg[:0] // present but empty: still not nil
 	}
 	return num, val, msg[n:], nil
+}
+
+// peerAddress reads Peer.address.socket_address.address from one
+// occurrence of a Peer and merges it into cur, what earlier occurrences
+// left, as protobuf merges: an occurrence without an address keeps cur, a
+// later address replaces it, and a pipe or envoy_internal_address (the
+// other members of Address's oneof) clears it. An address that cannot be
+// read is no address (nil), which an allow-list refuses.
+func peerAddress(peer, cur []byte) []byte {
+	for len(peer) > 0 {
+		num, addr, rest, err := wireField(peer)
+		if err != nil {
+			return nil
+		}
+		peer = rest
+		if num != fPeerAddress || addr == nil {
+			continue
+		}
+		for len(addr) > 0 {
+			num, val, rest, err := wireField(addr)
+			if err != nil {
+				return nil
+			}
+			addr = rest
+			switch {
+			case val == nil:
+			case num == fAddressSocket:
+				if a := nested(val, fSocketAddress); a != nil {
+					cur = a
+				}
+			case num == fAddressPipe || num == fAddressInternal:
+				cur = nil
+			}
+		}
+	}
+	return cur
 }
 
 // nested follows a path of embedded message fields (the last one a string)
