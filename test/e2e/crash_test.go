@@ -361,6 +361,19 @@ func (r *crashRun) run(fault func(i int, rng *rand.Rand) string) {
 			time.Sleep(time.Millisecond)
 		}
 		time.Sleep(time.Duration(rng.IntN(5000)) * time.Microsecond)
+		// Each fault starts once a call has succeeded after the one before:
+		// two faults with no success between them would be one outage, and
+		// its recovery time would be counted once.
+		for wait := time.Now().Add(time.Minute); r.recoverFrom.Load() != 0; time.Sleep(time.Millisecond) {
+			if time.Now().After(wait) {
+				t.Fatalf("no call succeeded within a minute of fault #%d ending", i)
+			}
+			select {
+			case <-clientsDone:
+				t.Fatalf("the clients finished before fault #%d", i+1)
+			default:
+			}
+		}
 		note := fault(i, rng)
 		r.recoverFrom.Store(time.Now().UnixNano())
 		r.faultNotes = append(r.faultNotes, fmt.Sprintf("#%d at op %d: %s", i+1, r.started.Load(), note))
