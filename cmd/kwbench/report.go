@@ -180,7 +180,7 @@ func (r *report) markdown() string {
 	if rows := policyCosts(r.allocs); len(rows) > 0 {
 		w("### Cost of each key policy (issue 6)")
 		w("")
-		w("`BenchmarkPolicies`: the Validate handler in process (no gRPC, in-process cache hit), for a key with one policy, as throughput relative to a key with none (median ns/op of three rounds). Rate limits in Redis and quotas (counted in the store) need a round trip per request; they are reported, not held to the 90%% target.")
+		w("`BenchmarkPolicies`: the Validate handler in process (no gRPC, in-process cache hit), for a key with one policy, as throughput relative to a key with none (median ns/op of three rounds). Rate limits and quotas count every request (in process or in Redis, and in the store); they are reported, not held to the 90%% target.")
 		w("")
 		w("| policy | ns/op | throughput vs none | target ≥ 90%% |")
 		w("| --- | ---: | ---: | --- |")
