@@ -176,7 +176,15 @@ func (c *Cache) shared(ctx context.Context, h [32]byte) (*keys.Key, error) {
 	binary.LittleEndian.PutUint64(kb[32:], st.epoch)
 	binary.LittleEndian.PutUint64(kb[40:], st.gen)
 	flightKey := string(kb[:])
-	v, err, _ := c.flight.Do(flightKey, func() (any, error) { return c.miss(ctx, &h) })
+	v, err, shared := c.flight.Do(flightKey, func() (any, error) { return c.miss(ctx, &h) })
+	if err != nil && shared && ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		// The lookup this one joined was cut short by its own caller's
+		// context (a client that gave up): that is no answer for this
+		// caller, who is still waiting. Look up alone.
+		var r missResult
+		r, err = c.miss(ctx, &h)
+		v = r
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -287,11 +295,18 @@ func (c *Cache) redisFailed(ctx context.Context, err error) {
 //     (or its lease lapses); if this fails, commit is not run and the error
 //     wraps keys.ErrUnavailable;
 //  2. commit runs and reports what the hashes resolve to now;
-//  3. the changes replace the markers.
+//  3. the changes replace the markers;
+//  4. if a marker was gone by then (Redis restarted empty, failed over or
+//     evicted it), another instance may have cached the row as it was before
+//     the commit meanwhile, so the invalidation is announced again.
 //
-// If commit fails with keys.ErrUnavailable its outcome is unknown (a broken
-// connection during COMMIT), so the markers stay until they lapse and readers
-// keep going to the store. This is the one place cache invalidation happens.
+// If commit fails with keys.ErrUnavailable, or after ctx ended (a client
+// that gave up, while COMMIT was on its way), its outcome is unknown, so the
+// markers stay until they lapse and readers keep going to the store. If
+// commit succeeds but steps 3 and 4 cannot be completed within about a
+// second, the error wraps keys.ErrUnavailable although the write is made:
+// it is not known to be in force everywhere, and repeating it confirms it.
+// This is the one place cache invalidation happens.
 func (c *Cache) Write(ctx context.Context, hashes [][]byte, commit func(context.Context) ([]keys.Change, error)) error {
 	w, err := c.begin(ctx, hashes)
 	if err != nil {
@@ -300,8 +315,12 @@ func (c *Cache) Write(ctx context.Context, hashes [][]byte, commit func(context.
 	changes, err := commit(ctx)
 	switch {
 	case err == nil:
-		w.finish(ctx, changes)
-	case errors.Is(err, keys.ErrUnavailable):
+		return w.confirm(ctx, changes)
+	case errors.Is(err, keys.ErrUnavailable) || ctx.Err() != nil:
+		// Not "surely not written": a COMMIT sent before the connection
+		// broke, or before ctx ended, may have been applied. Ending the
+		// claims with no change would let the old snapshot in Redis be
+		// served again as if it were current.
 		c.log.WarnContext(ctx, "write outcome unknown; its cache entries stay bypassed until their markers lapse")
 		w.abandon()
 	default:
@@ -310,11 +329,41 @@ func (c *Cache) Write(ctx context.Context, hashes [][]byte, commit func(context.
 	return err
 }
 
+// MsgUnconfirmed is logged when a committed write could not be confirmed in
+// the caches and is answered with an error wrapping keys.ErrUnavailable.
+const MsgUnconfirmed = "write committed but not confirmed in the caches; answered unavailable"
+
+// confirm ends a committed write: its snapshots replace the markers and, if
+// a marker was lost meanwhile, the invalidation is announced again. Redis
+// errors are retried for about a second (a restart or a failover).
+func (w *write) confirm(ctx context.Context, changes []keys.Change) error {
+	c := w.c
+	intact, err := w.finish(ctx, changes)
+	for try := 0; err != nil && try < 10; try++ {
+		// The commit's snapshot must be in Redis (it replaces whatever a
+		// reader filled meanwhile) before anyone is told to drop theirs.
+		time.Sleep(100 * time.Millisecond)
+		var again bool
+		again, err = w.finish(ctx, changes)
+		intact = intact && again
+	}
+	if err == nil && !intact {
+		c.log.WarnContext(ctx, "redis lost a write's pending marker; announcing its invalidation again")
+		err = c.bus.invalidate(context.WithoutCancel(ctx), w.hashes)
+	}
+	if err != nil {
+		c.log.WarnContext(ctx, MsgUnconfirmed, "err", err)
+		return fmt.Errorf("%w: the write is committed, but could not be confirmed in the caches; repeat it: %w", keys.ErrUnavailable, err)
+	}
+	return nil
+}
+
 // write is a write in progress.
 type write struct {
-	c      *Cache
-	token  string
-	hashes [][32]byte
+	c        *Cache
+	token    string
+	hashes   [][32]byte
+	finished []bool // by finish, per hash
 }
 
 func (c *Cache) begin(ctx context.Context, hashes [][]byte) (*write, error) {
@@ -349,8 +398,9 @@ func (c *Cache) begin(ctx context.Context, hashes [][]byte) (*write, error) {
 }
 
 // finish ends the write: with changes after a commit, with none after a
-// write that surely did not happen.
-func (w *write) finish(ctx context.Context, changes []keys.Change) {
+// write that surely did not happen. It reports whether every marker was
+// still in place, and the first error.
+func (w *write) finish(ctx context.Context, changes []keys.Change) (intact bool, err error) {
 	c := w.c
 	if c.redis == nil {
 		if c.local != nil {
@@ -358,10 +408,17 @@ func (w *write) finish(ctx context.Context, changes []keys.Change) {
 				c.local.end(&w.hashes[i])
 			}
 		}
-		return
+		return true, nil
 	}
 	ctx = context.WithoutCancel(ctx)
+	intact = true
+	if w.finished == nil {
+		w.finished = make([]bool, len(w.hashes))
+	}
 	for i := range w.hashes {
+		if w.finished[i] {
+			continue // by an earlier call
+		}
 		h := &w.hashes[i]
 		var e *entry
 		for _, ch := range changes {
@@ -370,10 +427,18 @@ func (w *write) finish(ctx context.Context, changes []keys.Change) {
 			}
 		}
 		// A failure leaves the marker to lapse; readers use the store meanwhile.
-		if err := c.redis.finish(ctx, h, w.token, e); err != nil {
-			c.log.WarnContext(ctx, "could not finish a cache write; its marker will lapse", "err", err)
+		had, ferr := c.redis.finishClaim(ctx, h, w.token, e)
+		if ferr != nil {
+			c.log.WarnContext(ctx, "could not finish a cache write; its marker will lapse", "err", ferr)
+			if err == nil {
+				err = ferr
+			}
+			continue
 		}
+		w.finished[i] = true
+		intact = intact && had
 	}
+	return intact, err
 }
 
 // abandon leaves the markers in place. In process, a pending count would

@@ -10,6 +10,10 @@
 //     copy and acknowledged, or until an unresponsive instance's lease has
 //     surely run out.
 //   - After the commit, the writer replaces the marker with the new snapshot.
+//     If the marker is gone by then (Redis restarted empty, failed over or
+//     evicted it), a reader may have cached the row as it was before the
+//     commit, so the writer announces the invalidation again before it
+//     returns.
 //   - An instance trusts its in-process copies only while its lease is fresh:
 //     it pings its own subscription connection every HeartbeatInterval, and a
 //     pong for a ping sent at local time s proves that every invalidation

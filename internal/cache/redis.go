@@ -42,9 +42,11 @@ return 1`)
 
 	// finishScript ends one writer's claim; with a version it also installs
 	// the post-commit snapshot if newer. The key gets its normal TTL only
-	// once no writer is left.
+	// once no writer is left. It returns 1 if the claim was still there, 0
+	// if Redis lost it (restarted empty, failed over, evicted it).
 	finishScript = redis.NewScript(`
-if redis.call('HDEL', KEYS[1], 'p:' .. ARGV[1]) == 1 then
+local had = redis.call('HDEL', KEYS[1], 'p:' .. ARGV[1])
+if had == 1 then
   redis.call('HINCRBY', KEYS[1], 'pc', -1)
 end
 if ARGV[2] ~= '' then
@@ -62,7 +64,7 @@ if pc <= 0 then
     redis.call('DEL', KEYS[1])
   end
 end
-return 1`)
+return had`)
 
 	// fillScript caches what a reader found in the store, unless a write is
 	// in progress or a newer version is already there.
@@ -151,15 +153,22 @@ func (r *redisTier) prepare(ctx context.Context, h *[32]byte, token string) erro
 // finish ends token's claim on h; e (the post-commit truth) may be nil when
 // the write did not commit.
 func (r *redisTier) finish(ctx context.Context, h *[32]byte, token string, e *entry) error {
+	_, err := r.finishClaim(ctx, h, token, e)
+	return err
+}
+
+// finishClaim is finish, reporting whether the claim was still there.
+func (r *redisTier) finishClaim(ctx context.Context, h *[32]byte, token string, e *entry) (bool, error) {
 	version, data := "", ""
 	if e != nil {
 		version = strconv.FormatInt(e.version, 10)
 		var err error
 		if data, err = encode(e.key); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return finishScript.Run(ctx, r.c, []string{r.key(h)}, token, version, data, r.ttl.Milliseconds()).Err()
+	had, err := finishScript.Run(ctx, r.c, []string{r.key(h)}, token, version, data, r.ttl.Milliseconds()).Int()
+	return had == 1, err
 }
 
 // snapshotFormat is written into every snapshot, and a snapshot with

@@ -140,3 +140,96 @@ func TestProxyCloseEndsEverything(t *testing.T) {
 		t.Error("Restore after Close succeeded")
 	}
 }
+
+func TestProxyLatencyDelaysWithoutLimitingThroughput(t *testing.T) {
+	p := NewProxy(t, echoServer(t))
+	c := dial(t, p.Addr())
+	if got, err := roundTrip(c, "warm", time.Second); err != nil || got != "warm" {
+		t.Fatalf("through the proxy: %q, %v", got, err)
+	}
+	const d = 100 * time.Millisecond
+	p.SetLatency(d)
+	t0 := time.Now()
+	if got, err := roundTrip(c, "slow", 2*time.Second); err != nil || got != "slow" {
+		t.Fatalf("with latency: %q, %v", got, err)
+	}
+	if took := time.Since(t0); took < 2*d || took > 2*d+400*time.Millisecond {
+		t.Errorf("a round trip with latency %v took %v, want about %v (one delay each way)", d, took, 2*d)
+	}
+
+	// Twenty lines sent 5 ms apart come back about 2d after each was sent,
+	// in order: the delay is latency, not a narrower pipe.
+	t0 = time.Now()
+	go func() {
+		for i := range 20 {
+			c.Write([]byte(strings.Repeat("x", i+1) + "\n"))
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(c)
+	for i := range 20 {
+		got, err := r.ReadString('\n')
+		if err != nil || got != strings.Repeat("x", i+1)+"\n" {
+			t.Fatalf("line %d: %q, %v", i, got, err)
+		}
+	}
+	if took := time.Since(t0); took < 2*d || took > 2*d+20*5*time.Millisecond+400*time.Millisecond {
+		t.Errorf("20 pipelined lines took %v, want about 2×%v + 100ms", took, d)
+	}
+
+	p.SetLatency(0)
+	t0 = time.Now()
+	if got, err := roundTrip(c, "fast", time.Second); err != nil || got != "fast" {
+		t.Fatalf("latency off: %q, %v", got, err)
+	}
+	if took := time.Since(t0); took > d {
+		t.Errorf("latency off: a round trip took %v", took)
+	}
+}
+
+func TestProxyStallTaggedHoldsOnlyTaggedConnections(t *testing.T) {
+	p := NewProxy(t, echoServer(t))
+	p.Tag("SSUBSCRIBE")
+	sub := dial(t, p.Addr())
+	if got, err := roundTrip(sub, "ssubscribe chan", time.Second); err != nil || got != "ssubscribe chan" {
+		t.Fatalf("tagged connection: %q, %v", got, err)
+	}
+	plain := dial(t, p.Addr())
+	if got, err := roundTrip(plain, "get x", time.Second); err != nil || got != "get x" {
+		t.Fatalf("plain connection: %q, %v", got, err)
+	}
+	if n := p.Tagged(); n != 1 {
+		t.Fatalf("Tagged = %d, want 1", n)
+	}
+
+	p.StallTagged()
+	var ne net.Error
+	if _, err := roundTrip(sub, "ping", 300*time.Millisecond); !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("the tagged connection while stalled: %v; want a read timeout", err)
+	}
+	if got, err := roundTrip(plain, "get y", time.Second); err != nil || got != "get y" {
+		t.Fatalf("an untagged connection while tagged ones are stalled: %q, %v", got, err)
+	}
+	// A new connection works until it sends the tag; then it is held too.
+	fresh := dial(t, p.Addr())
+	if got, err := roundTrip(fresh, "hello", time.Second); err != nil || got != "hello" {
+		t.Fatalf("a new connection: %q, %v", got, err)
+	}
+	if _, err := roundTrip(fresh, "SSubscribe again", 300*time.Millisecond); !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("a new connection after sending the tag: %v; want a read timeout", err)
+	}
+
+	if err := p.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range []struct {
+		c    net.Conn
+		want string
+	}{{sub, "ping\n"}, {fresh, "SSubscribe again\n"}} {
+		x.c.SetDeadline(time.Now().Add(time.Second))
+		if got, err := bufio.NewReader(x.c).ReadString('\n'); err != nil || got != x.want {
+			t.Fatalf("after Restore, the held line: %q, %v; want %q", got, err, x.want)
+		}
+	}
+}
