@@ -19,6 +19,7 @@ import (
 
 	keywardv1 "github.com/keyward/keyward/gen/keyward/v1"
 	"github.com/keyward/keyward/internal/abuse"
+	"github.com/keyward/keyward/internal/clientaddr"
 	"github.com/keyward/keyward/internal/keys"
 	"github.com/keyward/keyward/internal/validate"
 )
@@ -42,7 +43,7 @@ func (i interceptors) guardValidate(ctx context.Context, req any, handler grpc.U
 	if rest {
 		addr = gatewayClient(ctx, i.hops)
 	} else if p != nil {
-		addr = addrOf(p.Addr.String())
+		addr = clientaddr.Parse(p.Addr.String())
 	}
 	pass, retry, ok := i.abuse.Admit(surface, addr)
 	if !ok {
@@ -119,51 +120,8 @@ func gatewayClient(ctx context.Context, hops int) netip.Addr {
 
 // clientOf is the client address in X-Forwarded-For values vs whose last
 // entry is the connection's peer: that peer, or behind hops trusted proxies
-// that each append to X-Forwarded-For, the hops-th entry left of it.
-// Entries further left were written by the client and prove nothing. Too
-// few entries give no address (the zero Addr). Values that are not
-// printable ASCII are skipped, as the gateway drops them.
-func clientOf(vs []string, hops int) netip.Addr {
-	for i := len(vs) - 1; i >= 0; i-- {
-		if !printable(vs[i]) {
-			continue
-		}
-		v := vs[i]
-		for v != "" {
-			var entry string
-			if j := strings.LastIndexByte(v, ','); j >= 0 {
-				entry, v = v[j+1:], v[:j]
-			} else {
-				entry, v = v, ""
-			}
-			if hops == 0 {
-				return addrOf(strings.TrimSpace(entry))
-			}
-			hops--
-		}
-	}
-	return netip.Addr{}
-}
-
-func printable(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if v[i] < 0x20 || v[i] > 0x7e {
-			return false
-		}
-	}
-	return true
-}
-
-// addrOf reads an address with or without a port; anything else is no address.
-func addrOf(s string) netip.Addr {
-	if a, err := netip.ParseAddr(s); err == nil {
-		return a.WithZone("").Unmap()
-	}
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap.Addr().WithZone("").Unmap()
-	}
-	return netip.Addr{}
-}
+// the matching entry left of it.
+func clientOf(vs []string, hops int) netip.Addr { return clientaddr.Forwarded(vs, hops+1) }
 
 // setRetryAfter gives a RESOURCE_EXHAUSTED answer that carries RetryInfo
 // (a throttled Validate, or a limit of the service) its Retry-After header,

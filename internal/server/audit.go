@@ -5,8 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"strings"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/keyward/keyward/internal/audit"
+	"github.com/keyward/keyward/internal/clientaddr"
 	"github.com/keyward/keyward/internal/keys"
 	"github.com/keyward/keyward/internal/store"
 )
@@ -33,21 +33,17 @@ func source(ctx context.Context) string {
 	if !ok || p.Addr == nil {
 		return ""
 	}
+	var a netip.Addr
 	if isGateway(p.Addr) {
 		md, _ := metadata.FromIncomingContext(ctx)
-		if v := md.Get("x-forwarded-for"); len(v) > 0 {
-			last := v[len(v)-1]
-			if i := strings.LastIndexByte(last, ','); i >= 0 {
-				last = last[i+1:]
-			}
-			return strings.TrimSpace(last)
-		}
+		a = clientaddr.Forwarded(md.Get("x-forwarded-for"), 1)
+	} else {
+		a = clientaddr.Parse(p.Addr.String())
+	}
+	if !a.IsValid() {
 		return ""
 	}
-	if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
-		return host
-	}
-	return p.Addr.String()
+	return a.String()
 }
 
 // signInFailures records failed admin sign-ins in the audit trail, at most
