@@ -19,14 +19,9 @@ import (
 
 // ListAuditEvents pages through the audit trail, newest first.
 func (s *Service) ListAuditEvents(ctx context.Context, req *keywardv1.ListAuditEventsRequest) (*keywardv1.ListAuditEventsResponse, error) {
-	size := int(req.GetPageSize())
-	switch {
-	case size < 0:
-		return nil, keys.Invalid("page_size", "must not be negative")
-	case size == 0:
-		size = defaultPageSize
-	case size > maxPageSize:
-		size = maxPageSize
+	size, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
 	}
 	keyID := req.GetKeyId()
 	if len(keyID) > maxIDLen {

@@ -117,3 +117,17 @@ func truncate(s string) string {
 	}
 	return s
 }
+
+// pageSize applies AIP-158's rules to a requested page size: default when
+// unset, capped at the maximum, negative refused.
+func pageSize(n int32) (int, error) {
+	switch {
+	case n < 0:
+		return 0, keys.Invalid("page_size", "must not be negative")
+	case n == 0:
+		return defaultPageSize, nil
+	case n > maxPageSize:
+		return maxPageSize, nil
+	}
+	return int(n), nil
+}

@@ -20,14 +20,9 @@ const maxUnusedDays = 3650
 // ListKeys pages through keys, filtered by name or by key value, and
 // optionally to those unused for unused_days.
 func (s *Service) ListKeys(ctx context.Context, req *keywardv1.ListKeysRequest) (*keywardv1.ListKeysResponse, error) {
-	size := int(req.GetPageSize())
-	switch {
-	case size < 0:
-		return nil, keys.Invalid("page_size", "must not be negative")
-	case size == 0:
-		size = defaultPageSize
-	case size > maxPageSize:
-		size = maxPageSize
+	size, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
 	}
 	query := strings.TrimSpace(req.GetQuery())
 	if len(query) > maxQueryLen {
