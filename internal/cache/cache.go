@@ -321,13 +321,18 @@ func (c *Cache) Write(ctx context.Context, hashes [][]byte, commit func(context.
 		// broke, or before ctx ended, may have been applied. Ending the
 		// claims with no change would let the old snapshot in Redis be
 		// served again as if it were current.
-		c.log.WarnContext(ctx, "write outcome unknown; its cache entries stay bypassed until their markers lapse")
+		c.log.WarnContext(ctx, MsgOutcomeUnknown)
 		w.abandon()
 	default:
 		w.finish(ctx, nil)
 	}
 	return err
 }
+
+// MsgOutcomeUnknown is logged when a write's commit failed in a way that
+// leaves its outcome unknown (a connection broken during COMMIT): it may
+// have been applied, whole, though the call fails.
+const MsgOutcomeUnknown = "write outcome unknown; its cache entries stay bypassed until their markers lapse"
 
 // MsgUnconfirmed is logged when a committed write could not be confirmed in
 // the caches and is answered with an error wrapping keys.ErrUnavailable.
